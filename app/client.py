@@ -9,20 +9,14 @@ through a mixin in its own package; this class only puts them together.
 
 from __future__ import annotations
 
-from arq.jobs import Job
+from app.evolve.client import EvolveClientMixin
+from app.l2.client import L2ClientMixin
+from app.llm.client import LlmClientMixin
+from app.tasks.client import TaskClientMixin
 
-from app.client_base import ClientBase
-from app.constants import JOB_EVOLVE_MEMORY, JOB_UPDATE_TOPIC_MEMORY
 
-
-class MemoryClient(ClientBase):
-    async def request_topic_update(self, chat_id: str) -> Job | None:
-        """Ask for an update of one chat's topic memory now."""
-        return await self.enqueue(JOB_UPDATE_TOPIC_MEMORY, chat_id)
-
-    async def request_group_distillation(self, group_id: str) -> Job | None:
-        """Ask for a consensus distillation of one group now."""
-        return await self.enqueue(JOB_EVOLVE_MEMORY, group_id)
+class MemoryClient(L2ClientMixin, EvolveClientMixin, TaskClientMixin, LlmClientMixin):
+    """The service-side API; see each mixin for its methods."""
 
 
 __all__ = ["MemoryClient"]

@@ -24,14 +24,26 @@ from tests.support.settings import TEST_POSTGRES_DB, ensure_database, make_test_
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    """Settings pointing at the test database and test Redis db (migrated once per session)."""
+    """Settings pointing at the test database and test Redis db, its schema built once per session.
+
+    The schema comes from the models and is stamped at the migration head; `tests/migrations`
+    proves the migrations build the same schema.
+    """
     test_settings = make_test_settings()
     asyncio.run(ensure_database(test_settings, TEST_POSTGRES_DB, recreate=True))
+    asyncio.run(_create_schema(test_settings))
     config = alembic_config()
     config.set_main_option("sqlalchemy.url", test_settings.sqlalchemy_url.replace("%", "%%"))
     config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    command.stamp(config, "head")
     return test_settings
+
+
+async def _create_schema(settings: Settings) -> None:
+    engine = create_engine(settings)
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    await engine.dispose()
 
 
 @pytest.fixture(autouse=True)

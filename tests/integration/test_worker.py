@@ -24,7 +24,7 @@ from app.errors import NotMigratedError
 from app.serialization import deserialize
 from app.tasks.jobs import cron_long_task_poll
 from app.workers.unified_worker import worker_kwargs
-from tests.support.settings import ensure_database, make_test_settings
+from tests.support.settings import TEST_POSTGRES_DB, ensure_database, make_test_settings
 from tests.support.workers import WorkerProcess, burst_worker
 
 
@@ -84,7 +84,7 @@ async def test_job_payload_in_redis_is_msgpack_not_pickle(settings: Settings, cl
 
 
 async def test_worker_refuses_an_unmigrated_database(settings: Settings) -> None:
-    empty = "memory_worker_test_empty"
+    empty = f"{TEST_POSTGRES_DB}_empty"
     await ensure_database(settings, empty, recreate=True)
     unmigrated = make_test_settings(empty)
     worker = burst_worker(unmigrated)
@@ -94,7 +94,7 @@ async def test_worker_refuses_an_unmigrated_database(settings: Settings) -> None
 
 
 async def test_worker_process_refuses_an_unmigrated_database_with_a_clear_line(settings: Settings) -> None:
-    empty = "memory_worker_test_empty"
+    empty = f"{TEST_POSTGRES_DB}_empty"
     await ensure_database(settings, empty, recreate=True)
     process = WorkerProcess(make_test_settings(empty))
     code = process.wait(timeout=60)

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.models import Base
 from app.db.schema_check import alembic_config, head_revision
-from tests.support.settings import ensure_database, make_test_settings
+from tests.support.settings import TEST_POSTGRES_DB, ensure_database, make_test_settings
 
-MIGRATIONS_DB = "memory_worker_test_migrations"
+MIGRATIONS_DB = f"{TEST_POSTGRES_DB}_migrations"
 
 
 @pytest.fixture
