@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypedDict
 
 from arq.connections import ArqRedis
@@ -27,3 +28,9 @@ class WorkerContext(TypedDict, total=False):
     session_factory: async_sessionmaker[AsyncSession]
     memory_model: MemoryModel
     worker_id: str  # host:pid:nonce, the lease owner for long tasks
+    clock: Callable[[], datetime]  # aware UTC "now"; tests pass their own via `Worker(ctx={"clock": ...})`
+
+
+def utc_now() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)

@@ -32,7 +32,7 @@ from app.constants import (
     JOB_UPDATE_TOPIC_MEMORY,
     L2_RECONCILE_INTERVAL_MINUTES,
 )
-from app.context import WorkerContext
+from app.context import WorkerContext, utc_now
 from app.db.connect import wait_for_database
 from app.db.engine import create_engine, create_session_factory
 from app.db.schema_check import assert_migrated
@@ -136,6 +136,7 @@ async def on_startup(ctx: dict[str, Any], *, settings: Settings) -> None:
     context["engine"] = engine
     context["session_factory"] = create_session_factory(engine)
     context["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    context.setdefault("clock", utc_now)
     try:
         await wait_for_database(engine, settings.db_connect_retries, settings.database_display)
         await assert_migrated(engine)
