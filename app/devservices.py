@@ -107,6 +107,8 @@ def embedded_postgres() -> Iterator[dict[str, str]]:
     server: Any = get_server(data, cleanup_mode="stop")
     uri = server.get_uri()
     socket_dir = uri.split("host=", 1)[1].split("&", 1)[0]
+    if "1" not in server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';"):
+        server.psql(f'CREATE DATABASE "{EMBEDDED_DATABASE}";')
     _say(f"started an embedded PostgreSQL (data in {data}, socket in {socket_dir})")
     try:
         yield {"DATABASE_URL": f"postgresql://postgres@/{EMBEDDED_DATABASE}?host={socket_dir}"}
