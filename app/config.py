@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 from datetime import time
 from functools import lru_cache
-from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
+from app.llm.pricing import ModelPrice, parse_price_table
 
 SCAN_INTERVALS_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)  # divisors of an hour: cron-able evenly
 _SECRET_FIELDS = {"redis_password", "postgres_password", "database_url", "redis_url", "llm_api_key"}
@@ -27,7 +28,9 @@ _DAILY_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 class Settings(BaseSettings):
     """All settings; env names are the field names upper-cased (`L2_QUEUE_MAX_LEN`, ...)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", validate_default=True, env_ignore_empty=True  # VAR= means unset
+    )
 
     # --- Redis: one REDIS_URL, or the parts -------------------------------------------------
     redis_url: SecretStr | None = None
@@ -74,16 +77,26 @@ class Settings(BaseSettings):
     long_task_poll_batch_size: int = Field(5, ge=1)
     long_task_lock_timeout_seconds: int = Field(1800, ge=10)  # lease; a dead worker's task is taken after it
     long_task_job_timeout_seconds: int = Field(3600, ge=1)
+    long_task_heartbeat_seconds: int = Field(60, ge=1)  # lease renewal during a step; at most half the lease
+    long_task_run_budget_seconds: int = Field(300, ge=1)  # a job starts new steps this long, then releases
+    long_task_max_attempts: int = Field(5, ge=1)  # tries of one step, unless the task type says otherwise
+    long_task_max_state_visits: int = Field(100, ge=1)  # visits of one state before a task fails as looping
+    long_task_type_modules: str = ""  # comma-separated modules whose TASK_TYPES a worker registers at start
+    long_task_export_dir: str = "exports"  # directory export_memories writes its JSON Lines files into
 
     # --- LLM --------------------------------------------------------------------------------------
     llm_provider: Literal["offline", "openai"] = "offline"
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
-    llm_timeout_seconds: float = Field(60.0, gt=0)
-    llm_max_retries: int = Field(2, ge=0)
-    llm_max_input_tokens: int = Field(8000, ge=256)
+    llm_timeout_seconds: float = Field(60.0, gt=0)  # one HTTP call; a timeout is transient (the job retries)
+    # repair requests after an invalid answer (bad JSON, unknown ids), within one try of the job;
+    # transport faults are never retried in-call: the job retries them with backoff (WORKER_MAX_TRIES)
+    llm_max_retries: int = Field(1, ge=0, le=5)
+    llm_max_input_tokens: int = Field(8000, ge=1024)  # estimated prompt tokens per call; bigger backlogs split
     llm_temperature: float = Field(0.2, ge=0, le=2)
+    llm_json_mode: bool = True  # send response_format=json_object; turn off for servers that reject it
+    llm_prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)  # JSON: model -> USD per 1k tokens
 
     @field_validator("redis_url")
     @classmethod
@@ -103,6 +116,12 @@ class Settings(BaseSettings):
         if not sep or scheme not in ("postgres", "postgresql", "postgresql+asyncpg"):
             raise ValueError("must start with postgresql://, postgres:// or postgresql+asyncpg://")
         return SecretStr(f"postgresql+asyncpg://{rest}")
+
+    @field_validator("llm_prices", mode="before")
+    @classmethod
+    def _price_table(cls, value: Any) -> dict[str, ModelPrice]:
+        """Accept the JSON text (env) or a mapping; name the model and price at fault."""
+        return parse_price_table(value)
 
     @field_validator("l2_scan_interval_minutes")
     @classmethod
@@ -136,6 +155,16 @@ class Settings(BaseSettings):
                 f"L2_QUEUE_TRIGGER_THRESHOLD={self.l2_queue_trigger_threshold}: must not exceed "
                 f"L2_QUEUE_MAX_LEN={self.l2_queue_max_len}"
             )
+        if self.long_task_heartbeat_seconds * 2 > self.long_task_lock_timeout_seconds:
+            raise ValueError(
+                f"LONG_TASK_HEARTBEAT_SECONDS={self.long_task_heartbeat_seconds}: must be at most half of "
+                f"LONG_TASK_LOCK_TIMEOUT_SECONDS={self.long_task_lock_timeout_seconds}"
+            )
+        if self.long_task_run_budget_seconds >= self.long_task_job_timeout_seconds:
+            raise ValueError(
+                f"LONG_TASK_RUN_BUDGET_SECONDS={self.long_task_run_budget_seconds}: must be less than "
+                f"LONG_TASK_JOB_TIMEOUT_SECONDS={self.long_task_job_timeout_seconds}"
+            )
         if self.llm_provider == "openai":
             if not self.llm_model:
                 raise ValueError("LLM_MODEL is required when LLM_PROVIDER=openai")
@@ -165,7 +194,8 @@ class Settings(BaseSettings):
         if self.database_url is None:
             return f"postgresql://{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
         parts = urlsplit(self.sqlalchemy_url)
-        return f"postgresql://{parts.hostname or ''}:{parts.port or ''}{parts.path}"
+        host = parts.hostname or parse_qs(parts.query).get("host", [""])[0]
+        return f"postgresql://{host}:{parts.port or ''}{parts.path}"
 
     @property
     def daily_time(self) -> time:

@@ -1,7 +1,8 @@
 """The long-task table: durable state-machine tasks claimed with leases.
 
-`status` is coarse (queued, running, waiting, finished, failed, canceled); `state` is the task type's
-own state name. The partial index serves the claim query: due, unfinished tasks by priority and age.
+`status` is coarse: queued (never run), running (started; claimable between steps, leased while a
+worker runs it), waiting (for its children), finished, failed, canceled. `state` is the task type's
+own state name. The partial index serves the claim query: unfinished tasks by priority and age.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ FINAL_STATUSES = ("finished", "failed", "canceled")
 class LongTask(Base):
     __tablename__ = "long_tasks"
     __table_args__ = (
-        Index(
+        Index(  # the claim walks it in order and stops after one batch: highest priority, oldest first
             "ix_long_tasks_claimable",
             text("priority DESC"),
-            "next_run_at",
             "id",
             postgresql_where=text("status IN ('queued', 'running')"),
         ),
