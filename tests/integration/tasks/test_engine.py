@@ -165,4 +165,4 @@ async def test_cancel_stops_a_running_task_and_its_children(
     for child in children:
         assert child.status == "canceled" and child.parent_id == parent.id
         assert child.steps_run == 0 and child.errors == []
-        assert await redis.lrange(f"tt:changes:{child.id}", 0, -1) == [b"work->canceled"]  # the hook ran
+        assert await redis.lrange(f"tt:changes:{child.id}", 0, -1) == [b"work->canceled"]  # type: ignore[misc]  # the hook ran
