@@ -93,10 +93,11 @@ class Settings(BaseSettings):
     # repair requests after an invalid answer (bad JSON, unknown ids), within one try of the job;
     # transport faults are never retried in-call: the job retries them with backoff (WORKER_MAX_TRIES)
     llm_max_retries: int = Field(1, ge=0, le=5)
-    llm_max_input_tokens: int = Field(8000, ge=1024)  # estimated prompt tokens per call; bigger backlogs split
+    llm_max_input_tokens: int = Field(8000, ge=1024)  # estimated prompt tokens per call; more is split
     llm_temperature: float = Field(0.2, ge=0, le=2)
     llm_json_mode: bool = True  # send response_format=json_object; turn off for servers that reject it
-    llm_prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)  # JSON: model -> USD per 1k tokens
+    # JSON: model -> USD per 1k tokens, see app/llm/pricing.py; a model without a price costs 0
+    llm_prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)
 
     @field_validator("redis_url")
     @classmethod

@@ -1,13 +1,26 @@
-"""Store the usage of model calls next to what they produced (same session, same transaction)."""
+"""Store the usage of model calls: next to what they produced, or alone when the operation failed.
+
+Success: the service passes `result.usage` to `record_usage` in the same session and transaction as
+the memory version it writes, so a rolled-back update leaves no orphan accounting and a committed one
+always has its cost.
+
+Failure: calls that produced nothing still cost tokens and time. Every LLM error carries them in
+`exc.usage` (`app.llm.errors`); the service's failure path calls `record_failed_usage`, which stores
+them in a short transaction of its own (the update's transaction is being rolled back).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.llm.base import Usage
 from app.llm.models import LlmCall
+
+logger = logging.getLogger("app.llm")
 
 
 async def record_usage(
@@ -37,3 +50,44 @@ async def record_usage(
                 error=usage.error,
             )
         )
+
+
+def usage_of(exc: BaseException) -> list[Usage]:
+    """The calls a failed model operation made (`exc.usage`), or none for any other error."""
+    usage = getattr(exc, "usage", None)
+    if not isinstance(usage, list):
+        return []
+    return [item for item in usage if isinstance(item, Usage)]
+
+
+async def record_failed_usage(
+    session_factory: async_sessionmaker[AsyncSession],
+    exc: BaseException,
+    *,
+    job_id: str | None,
+    purpose: str,
+    subject_kind: str,
+    subject_id: str,
+) -> int:
+    """Store the calls behind a failed operation in their own transaction; returns how many.
+
+    Call it from the failure path, then re-raise `exc`. It never masks `exc`: if the database itself
+    is down, the problem is logged and the original error still propagates.
+    """
+    usages = usage_of(exc)
+    if not usages:
+        return 0
+    try:
+        async with session_factory.begin() as session:
+            await record_usage(
+                session,
+                usages,
+                job_id=job_id,
+                purpose=purpose,
+                subject_kind=subject_kind,
+                subject_id=subject_id,
+            )
+    except (SQLAlchemyError, OSError):  # the original error matters more; the log keeps the rest
+        logger.exception("could not record %d failed LLM calls of job %s", len(usages), job_id)
+        return 0
+    return len(usages)
