@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     l2_scan_interval_minutes: int = 5  # the due-chat scan cron; must divide an hour
     l2_queue_max_len: int = Field(200, ge=1)  # messages folded by one update at most
     l2_job_timeout_seconds: int = Field(120, ge=1)
+    l2_lock_wait_seconds: float = Field(30.0, gt=0)  # an update waits this long for the chat's row lock
     message_max_bytes: int = Field(16384, ge=1)  # UTF-8 size limit of one message's content
 
     # --- Evolve / daily consensus -----------------------------------------------------------------

@@ -91,7 +91,8 @@ class TopicMemoryVersion(Base):
     message_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False)
     message_count: Mapped[int] = mapped_column(Integer, nullable=False)
     summarizer: Mapped[str] = mapped_column(String(100), nullable=False)
-    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)  # lock held -> version written
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)  # lock acquired
     job_id: Mapped[str | None] = mapped_column(String(200))
     job_try: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = created_at_column()

@@ -1,0 +1,223 @@
+"""Every SQL statement of L2 (SQLAlchemy Core and `text`): the only module that builds L2 queries.
+
+Hot paths avoid ORM objects: recording inserts a whole batch with one `INSERT ... SELECT unnest(...)`
+(one statement, one round trip, whatever the batch size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, String, any_, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.l2.models import ChatMessage, TopicMemory, TopicMemoryVersion
+from app.l2.schemas import NewMessage
+
+_TEXTS = ARRAY(String())
+_INSERT_MESSAGES = text(
+    """
+    INSERT INTO chat_messages
+        (chat_id, group_id, external_id, user_id, user_name, role, content, sent_at)
+    SELECT * FROM unnest(
+        :chat_ids, :group_ids, :external_ids, :user_ids, :user_names, :roles, :contents, :sent_ats
+    )
+    ON CONFLICT (chat_id, external_id) DO NOTHING
+    RETURNING chat_id
+    """
+).bindparams(
+    bindparam("chat_ids", type_=_TEXTS),
+    bindparam("group_ids", type_=_TEXTS),
+    bindparam("external_ids", type_=_TEXTS),
+    bindparam("user_ids", type_=_TEXTS),
+    bindparam("user_names", type_=_TEXTS),
+    bindparam("roles", type_=_TEXTS),
+    bindparam("contents", type_=_TEXTS),
+    bindparam("sent_ats", type_=ARRAY(DateTime(timezone=True))),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRow:
+    chat_id: str
+    group_id: str
+    version: int
+    topics: list[dict[str, Any]]
+    next_topic_number: int
+    message_count: int
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    id: int
+    user_id: str | None
+    user_name: str | None
+    role: str
+    content: str
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChat:
+    """A chat with pending messages, for the reconcile step."""
+
+    chat_id: str
+    pending: int
+    updated_at: datetime | None
+
+
+async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> list[str]:
+    """Insert the batch, skipping (chat_id, external_id) pairs already stored; returns the chat id of
+    every row actually inserted (one entry per new message)."""
+    result = await session.execute(
+        _INSERT_MESSAGES,
+        {
+            "chat_ids": [m.chat_id for m in messages],
+            "group_ids": [m.group_id or m.chat_id for m in messages],
+            "external_ids": [m.message_id for m in messages],
+            "user_ids": [m.user_id for m in messages],
+            "user_names": [m.user_name for m in messages],
+            "roles": [m.role for m in messages],
+            "contents": [m.content for m in messages],
+            "sent_ats": [m.sent_at for m in messages],
+        },
+    )
+    return list(result.scalars())
+
+
+async def set_lock_timeout(session: AsyncSession, seconds: float) -> None:
+    """Bound every lock wait of the current transaction (Postgres raises lock_not_available)."""
+    await session.execute(select(func.set_config("lock_timeout", f"{int(seconds * 1000)}ms", True)))
+
+
+def _memory_columns() -> tuple[Any, ...]:
+    t = TopicMemory
+    return (t.chat_id, t.group_id, t.version, t.topics, t.next_topic_number, t.message_count, t.updated_at)
+
+
+async def lock_memory(session: AsyncSession, chat_id: str) -> MemoryRow | None:
+    """The chat's memory row, locked FOR UPDATE until the transaction ends: one writer per chat.
+
+    The lock lives in Postgres, so it dies with the connection when a worker is killed, and no
+    update can outlive it the way an update could outlive an expiring Redis lock."""
+    row = (
+        await session.execute(
+            select(*_memory_columns()).where(TopicMemory.chat_id == chat_id).with_for_update()
+        )
+    ).first()
+    return None if row is None else MemoryRow(*row)
+
+
+async def read_memory(session: AsyncSession, chat_id: str) -> MemoryRow | None:
+    row = (await session.execute(select(*_memory_columns()).where(TopicMemory.chat_id == chat_id))).first()
+    return None if row is None else MemoryRow(*row)
+
+
+async def chat_group(session: AsyncSession, chat_id: str) -> str | None:
+    """The group of the chat's first recorded message; None when the chat has no message at all."""
+    query = (
+        select(ChatMessage.group_id).where(ChatMessage.chat_id == chat_id).order_by(ChatMessage.id).limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def create_memory(session: AsyncSession, chat_id: str, group_id: str) -> None:
+    """Create the empty memory row of a chat unless it exists."""
+    statement = pg_insert(TopicMemory).values(chat_id=chat_id, group_id=group_id).on_conflict_do_nothing()
+    await session.execute(statement)
+
+
+async def count_pending(session: AsyncSession, chat_id: str) -> int:
+    query = select(func.count()).where(ChatMessage.chat_id == chat_id, ChatMessage.topic_version_id.is_(None))
+    return int((await session.execute(query)).scalar_one())
+
+
+async def pending_messages(session: AsyncSession, chat_id: str, limit: int) -> list[PendingMessage]:
+    """The chat's oldest pending messages (recording order), at most `limit`."""
+    m = ChatMessage
+    query = (
+        select(m.id, m.user_id, m.user_name, m.role, m.content, m.sent_at)
+        .where(m.chat_id == chat_id, m.topic_version_id.is_(None))
+        .order_by(m.id)
+        .limit(limit)
+    )
+    return [PendingMessage(*row) for row in (await session.execute(query)).all()]
+
+
+async def insert_version(session: AsyncSession, values: dict[str, Any]) -> int:
+    """Write one topic-memory version; returns its id."""
+    statement = insert(TopicMemoryVersion).values(**values).returning(TopicMemoryVersion.id)
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def mark_folded(session: AsyncSession, message_ids: list[int], version_id: int) -> int:
+    """Mark still-pending messages as folded by `version_id`; returns how many rows changed."""
+    statement = (
+        update(ChatMessage)
+        .where(
+            ChatMessage.id == any_(bindparam("ids", message_ids, type_=ARRAY(BigInteger()))),
+            ChatMessage.topic_version_id.is_(None),
+        )
+        .values(topic_version_id=version_id)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(statement)
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE has rowcount
+
+
+async def save_memory(session: AsyncSession, chat_id: str, values: dict[str, Any]) -> None:
+    await session.execute(update(TopicMemory).where(TopicMemory.chat_id == chat_id).values(**values))
+
+
+async def list_versions(session: AsyncSession, chat_id: str, limit: int) -> list[TopicMemoryVersion]:
+    query = (
+        select(TopicMemoryVersion)
+        .where(TopicMemoryVersion.chat_id == chat_id)
+        .order_by(TopicMemoryVersion.version.desc())
+        .limit(limit)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def pending_chats(session: AsyncSession, after: str | None, limit: int) -> list[PendingChat]:
+    """One chunk of chats with pending messages, in chat id order after `after`.
+
+    Walks the partial index of pending messages (GROUP BY chat_id), so its cost grows with what is
+    pending, not with what was ever recorded."""
+    m = ChatMessage
+    pending = (
+        select(m.chat_id, func.count().label("pending"))
+        .where(m.topic_version_id.is_(None))
+        .group_by(m.chat_id)
+        .order_by(m.chat_id)
+        .limit(limit)
+    )
+    if after is not None:
+        pending = pending.where(m.chat_id > after)
+    chunk = pending.subquery()
+    query = (
+        select(chunk.c.chat_id, chunk.c.pending, TopicMemory.updated_at)
+        .select_from(chunk.outerjoin(TopicMemory, TopicMemory.chat_id == chunk.c.chat_id))
+        .order_by(chunk.c.chat_id)
+    )
+    return [PendingChat(*row) for row in (await session.execute(query)).all()]
+
+
+async def updated_chats(session: AsyncSession, after: str | None, limit: int) -> list[tuple[str, datetime]]:
+    """One chunk of (chat_id, last update) for every chat updated at least once."""
+    query = (
+        select(TopicMemory.chat_id, TopicMemory.updated_at)
+        .where(TopicMemory.updated_at.is_not(None))
+        .order_by(TopicMemory.chat_id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(TopicMemory.chat_id > after)
+    rows = (await session.execute(query)).all()
+    return [(str(chat_id), updated_at) for chat_id, updated_at in rows if updated_at is not None]

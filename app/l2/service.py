@@ -1,0 +1,256 @@
+"""L2 services: record messages, update a chat's topic memory, read it back.
+
+Guarantees, and where they come from:
+- **durable first**: recording commits to Postgres before Redis is touched; a Redis failure after
+  that loses nothing (the chat is rescheduled by the next reconcile) and is reported, not raised;
+- **exactly once**: an update selects pending messages, writes a version and marks exactly those
+  messages folded in ONE transaction; a crash anywhere before the commit leaves them pending;
+- **one writer per chat**: that transaction holds the chat's `topic_memories` row lock
+  (`SELECT ... FOR UPDATE`, bounded by `L2_LOCK_WAIT_SECONDS`); a timed-out wait is transient.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.context import utc_now
+from app.errors import NotFoundError, TransientError
+from app.l2 import repository as repo
+from app.l2.folding import fold_messages, message_in
+from app.l2.redis_state import L2RedisState
+from app.l2.repository import MemoryRow
+from app.l2.schemas import (
+    NewMessage,
+    RecordResult,
+    TopicMemoryVersionView,
+    TopicMemoryView,
+    UpdateOutcome,
+)
+from app.l2.validation import validate_messages
+from app.llm.accounting import record_usage
+from app.llm.base import MemoryModel, Topic
+
+logger = logging.getLogger(__name__)
+_RETRYABLE_SQLSTATES = {"55P03": "lock wait timed out", "40P01": "deadlock", "40001": "serialization failure"}
+
+
+@dataclass
+class L2Deps:
+    """What the L2 services need; the worker builds it from its context, the client from itself."""
+
+    settings: Settings
+    session_factory: async_sessionmaker[AsyncSession]
+    redis: Redis
+    clock: Callable[[], datetime] = utc_now  # the scheduling clock ("now" for due times)
+    _state: L2RedisState | None = field(default=None, repr=False)
+
+    @property
+    def state(self) -> L2RedisState:
+        if self._state is None:
+            self._state = L2RedisState(self.redis, self.settings)
+        return self._state
+
+
+# --- recording ------------------------------------------------------------------------------------
+
+
+async def record_messages(deps: L2Deps, items: Iterable[NewMessage | Mapping[str, Any]]) -> RecordResult:
+    """Validate the whole batch, store it in one statement, then count it in Redis (one script call).
+
+    A message already recorded (same chat_id and message_id) is skipped and counted as a duplicate.
+    Raises `ValidationError` naming `messages[i].field` before anything is written."""
+    messages = validate_messages(items, deps.settings.message_max_bytes)
+    async with deps.session_factory.begin() as session:
+        inserted = await repo.insert_messages(session, messages)
+    new_per_chat = Counter(inserted)
+    result = RecordResult(recorded=len(inserted), duplicates=len(messages) - len(inserted))
+    if not new_per_chat:
+        return result
+    try:
+        enqueued = await deps.state.on_recorded(new_per_chat)
+    except RedisError as exc:  # stored already; the reconcile step schedules these chats
+        logger.warning(
+            "recorded %d message(s) in Postgres but Redis failed (%s: %s); "
+            "chats %s are scheduled by the next reconcile",
+            result.recorded,
+            type(exc).__name__,
+            exc,
+            sorted(new_per_chat)[:10],
+        )
+        return RecordResult(result.recorded, result.duplicates, [], scheduled=False)
+    return RecordResult(result.recorded, result.duplicates, enqueued)
+
+
+async def request_update(deps: L2Deps, chat_id: str) -> str | None:
+    """Enqueue an update of the chat unless one is queued already; returns the new job id or None."""
+    jobs = await deps.state.trigger([chat_id])
+    return jobs[0] if jobs else None
+
+
+# --- updating -------------------------------------------------------------------------------------
+
+
+async def _lock_or_create(session: AsyncSession, chat_id: str) -> MemoryRow:
+    memory = await repo.lock_memory(session, chat_id)
+    if memory is not None:
+        return memory
+    group_id = await repo.chat_group(session, chat_id)
+    if group_id is None:
+        raise NotFoundError(
+            f"chat {chat_id!r} has no recorded messages and no topic memory: nothing to update"
+        )
+    await repo.create_memory(session, chat_id, group_id)
+    memory = await repo.lock_memory(session, chat_id)
+    if memory is None:  # pragma: no cover - the row was just inserted in this transaction
+        raise NotFoundError(f"chat {chat_id!r}: topic memory row vanished")
+    return memory
+
+
+@dataclass(frozen=True)
+class _Folded:
+    version: int
+    folded: int
+    remaining: int
+
+
+async def _fold_pending(
+    deps: L2Deps, model: MemoryModel, chat_id: str, job_id: str | None, job_try: int | None
+) -> _Folded:
+    settings = deps.settings
+    async with deps.session_factory.begin() as session:
+        await repo.set_lock_timeout(session, settings.l2_lock_wait_seconds)
+        memory = await _lock_or_create(session, chat_id)
+        started_at, started = utc_now(), time.monotonic()
+        total = await repo.count_pending(session, chat_id)
+        rows = await repo.pending_messages(session, chat_id, settings.l2_queue_max_len)
+        if not rows:
+            return _Folded(memory.version, 0, 0)
+        current = [Topic.model_validate(topic) for topic in memory.topics]
+        batch = [message_in(r.id, r.user_name, r.user_id, r.role, r.content, r.sent_at) for r in rows]
+        result = await fold_messages(model, chat_id, current, memory.next_topic_number, batch)
+        ids = [row.id for row in rows]
+        version = memory.version + 1
+        topics = [topic.model_dump(mode="json") for topic in result.topics]
+        version_id = await repo.insert_version(
+            session,
+            {
+                "chat_id": chat_id,
+                "group_id": memory.group_id,
+                "version": version,
+                "topics": topics,
+                "message_ids": ids,
+                "message_count": len(ids),
+                "summarizer": result.summarizer,
+                "duration_ms": int((time.monotonic() - started) * 1000),
+                "started_at": started_at,
+                "job_id": job_id,
+                "job_try": job_try,
+            },
+        )
+        marked = await repo.mark_folded(session, ids, version_id)
+        if marked != len(ids):  # only a writer bypassing the row lock could cause this: start over
+            raise TransientError(f"chat {chat_id!r}: {len(ids) - marked} message(s) were folded concurrently")
+        await repo.save_memory(
+            session,
+            chat_id,
+            {
+                "version": version,
+                "topics": topics,
+                "next_topic_number": result.next_topic_number,
+                "message_count": memory.message_count + len(ids),
+                "updated_at": deps.clock(),
+            },
+        )
+        await record_usage(
+            session, result.usage, job_id=job_id, purpose="topics", subject_kind="chat", subject_id=chat_id
+        )
+    return _Folded(version, len(ids), total - len(ids))
+
+
+async def update_topic_memory(
+    deps: L2Deps,
+    model: MemoryModel,
+    chat_id: str,
+    *,
+    job_id: str | None = None,
+    job_try: int | None = None,
+) -> UpdateOutcome:
+    """Fold the chat's oldest pending messages (at most L2_QUEUE_MAX_LEN) into a new version.
+
+    Safe to call any time and concurrently: with nothing pending it is a no-op; a second caller
+    waits for the row lock. Raises `NotFoundError` for a chat with no messages and no memory, and
+    `TransientError` for a lock wait past `L2_LOCK_WAIT_SECONDS` (nothing is written then)."""
+    seq_before = await deps.state.read_seq(chat_id)
+    try:
+        folded = await _fold_pending(deps, model, chat_id, job_id, job_try)
+    except DBAPIError as exc:
+        code = getattr(exc.orig, "sqlstate", None)
+        if code in _RETRYABLE_SQLSTATES:
+            raise TransientError(
+                f"chat {chat_id!r} is being updated elsewhere: {_RETRYABLE_SQLSTATES[code]} "
+                f"(L2_LOCK_WAIT_SECONDS={deps.settings.l2_lock_wait_seconds:g})"
+            ) from exc
+        raise
+    follow_up = await deps.state.after_update(
+        chat_id,
+        seq_before=seq_before,
+        folded=folded.folded,
+        remaining=folded.remaining,
+        now=deps.clock(),
+        own_job_id=job_id,
+    )
+    return UpdateOutcome(chat_id, folded.version, folded.folded, folded.remaining, follow_up)
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+async def get_topic_memory(
+    deps: L2Deps, chat_id: str, *, history: bool = False, history_limit: int = 50
+) -> TopicMemoryView:
+    """The chat's latest topic memory (version 0 before its first update) and, on request, its
+    newest `history_limit` versions. Raises `NotFoundError` for a chat never recorded."""
+    async with deps.session_factory() as session:
+        memory = await repo.read_memory(session, chat_id)
+        pending = await repo.count_pending(session, chat_id)
+        group_id = memory.group_id if memory else await repo.chat_group(session, chat_id)
+        if group_id is None:
+            raise NotFoundError(f"chat {chat_id!r} has no recorded messages and no topic memory")
+        versions = await repo.list_versions(session, chat_id, history_limit) if history else []
+    return TopicMemoryView(
+        chat_id=chat_id,
+        group_id=group_id,
+        version=memory.version if memory else 0,
+        topics=[Topic.model_validate(t) for t in memory.topics] if memory else [],
+        message_count=memory.message_count if memory else 0,
+        pending_count=pending,
+        updated_at=memory.updated_at if memory else None,
+        history=[
+            TopicMemoryVersionView(
+                version=v.version,
+                topics=[Topic.model_validate(t) for t in v.topics],
+                message_ids=list(v.message_ids),
+                summarizer=v.summarizer,
+                duration_ms=v.duration_ms,
+                started_at=v.started_at,
+                created_at=v.created_at,
+                job_id=v.job_id,
+                job_try=v.job_try,
+            )
+            for v in versions
+        ]
+        if history
+        else None,
+    )
