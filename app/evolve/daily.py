@@ -13,7 +13,9 @@ Once per group per day, in layers:
 
 Catch-up: `evolve_daily_runs` records that a day's fan-out finished. A worker that starts after the
 day's slot passed runs the fan-out unless that row exists; only the latest day is caught up (a
-distillation reads every change since the previous one, so missed days add nothing).
+distillation reads every change since the previous one, so missed days add nothing). The very first
+start of a deployment (no row at all) missed nothing: it records the latest day as a `baseline`
+and the first daily run happens at the next slot (a manual run distils earlier if wanted).
 """
 
 from __future__ import annotations
@@ -100,3 +102,15 @@ async def fan_out_daily(
         enqueued,
     )
     return FanOut(day, groups, enqueued)
+
+
+async def catch_up_daily(
+    session_factory: async_sessionmaker[AsyncSession], redis: ArqRedis, settings: Settings, now: datetime
+) -> FanOut:
+    """At worker start: run the latest day's fan-out if it was missed (see the module docstring)."""
+    day = distillation_day(now, settings.daily_time, settings.tzinfo)
+    async with session_factory.begin() as session:
+        if not await repo.any_daily_run(session):
+            await repo.mark_daily_run(session, day, 0, "baseline", now)
+            return FanOut(day, [], 0, skipped="first start of this deployment: nothing was missed")
+    return await fan_out_daily(session_factory, redis, settings, now, source="startup")

@@ -12,7 +12,7 @@ from typing import Any
 
 from app.constants import CRON_EVOLVE_DAILY, JOB_EVOLVE_MEMORY
 from app.context import WorkerContext
-from app.evolve.daily import fan_out_daily, parse_day
+from app.evolve.daily import catch_up_daily, fan_out_daily, parse_day
 from app.evolve.service import distil_group
 from app.failures.guard import record_failure, run_guarded
 
@@ -68,9 +68,7 @@ async def on_worker_startup(ctx: WorkerContext) -> None:
     jobs still run, and the next start or the next day's cron fans out again.
     """
     try:
-        fan_out = await fan_out_daily(
-            ctx["session_factory"], ctx["redis"], ctx["settings"], ctx["clock"](), source="startup"
-        )
+        fan_out = await catch_up_daily(ctx["session_factory"], ctx["redis"], ctx["settings"], ctx["clock"]())
     except Exception as exc:  # recorded and logged below; start-up of the other domains must go on
         logger.exception("catch-up of the daily distillation failed")
         await record_failure(ctx, CRON_EVOLVE_DAILY, {"source": "startup"}, None, exc)

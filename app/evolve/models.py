@@ -95,5 +95,5 @@ class EvolveDailyRun(Base):
     __tablename__ = "evolve_daily_runs"
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     groups_enqueued: Mapped[int] = mapped_column(Integer, nullable=False)
-    source: Mapped[str] = mapped_column(String(20), nullable=False)  # cron, startup
+    source: Mapped[str] = mapped_column(String(20), nullable=False)  # cron, startup, baseline (first start)
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

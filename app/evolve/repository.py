@@ -138,6 +138,10 @@ async def changed_groups(session: AsyncSession, day: date) -> list[str]:
     return list((await session.scalars(query)).all())
 
 
+async def any_daily_run(session: AsyncSession) -> bool:
+    return bool(await session.scalar(select(exists().select_from(EvolveDailyRun))))
+
+
 async def daily_run_done(session: AsyncSession, day: date) -> bool:
     return bool(await session.scalar(select(exists().where(EvolveDailyRun.day == day))))
 

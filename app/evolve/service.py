@@ -8,7 +8,8 @@ day's ledger row; then commits. Guarantees:
   ("nothing to distil" when the group has no topic memory at all, "no changes since last
   distillation" otherwise).
 - Atomic: a fault anywhere before the commit (model error, lost connection, crash) rolls
-  everything back; the rerun sees the same inputs and produces the one version.
+  everything back; the rerun sees the same inputs and produces the one version. Only the cost of
+  model calls that failed (`exc.usage`) is stored, in a transaction of its own.
 - Serialised per group: the row lock is held across the model call, so two runs for the same
   group never both distil the same inputs (the second waits, then finds nothing new).
 - Once per day: a daily run (`day` given) checks the group's ledger row for that day under the lock
@@ -34,7 +35,7 @@ from app.evolve import repository as repo
 from app.evolve.consensus import apply_changes
 from app.evolve.models import GroupMemoryVersion
 from app.l2.models import ID_LENGTH, TopicMemoryVersion
-from app.llm.accounting import record_usage
+from app.llm.accounting import record_failed_usage, record_usage
 from app.llm.base import ConsensusItem, MemoryModel, Topic, TopicSource
 
 logger = logging.getLogger("app.evolve")
@@ -89,7 +90,19 @@ async def distil_group(
     """Distil `group_id` now; `day` makes it that day's daily run (at most one per group and day)."""
     validate_group_id(group_id)
     async with session_factory() as session:  # leaving without commit rolls everything back
-        result = await _distil_locked(session, model, group_id, now, job_id, day, max_chats)
+        try:
+            result = await _distil_locked(session, model, group_id, now, job_id, day, max_chats)
+        except Exception as exc:  # re-raised: only the failed model calls' cost is kept, on its own
+            await session.rollback()
+            await record_failed_usage(
+                session_factory,
+                exc,
+                job_id=job_id,
+                purpose=USAGE_PURPOSE,
+                subject_kind="group",
+                subject_id=group_id,
+            )
+            raise
         if result.outcome == OUTCOME_DISTILLED:
             await session.commit()
             logger.info(
