@@ -56,6 +56,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    received_at: float = field(default_factory=time.monotonic)  # seconds, monotonic clock
 
     @property
     def messages(self) -> list[dict[str, Any]]:
