@@ -10,6 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from arq.cron import CronJob
+from arq.worker import Worker
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,6 +23,7 @@ from app.l2.models import TopicMemory, TopicMemoryVersion
 from app.llm.base import ConsensusChange, ConsensusItem, ConsensusUpdate, Topic, TopicSource, Usage
 from app.llm.models import LlmCall
 from app.llm.offline import OfflineMemoryModel
+from tests.support.workers import burst_worker
 
 T0 = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)
 
@@ -201,3 +204,36 @@ async def versions_of(
             .order_by(GroupMemoryVersion.version)
         )
         return list((await session.scalars(query)).all())
+
+
+async def run_burst_worker(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    model: Any = None,
+    cron_jobs: list[CronJob] | None = None,
+) -> Worker:
+    """Start a burst worker (its start-up hooks run, catch-up included), drain the queue, close it.
+
+    `clock` becomes `ctx["clock"]`; `model` replaces the configured memory model after start-up.
+    """
+    overrides: dict[str, Any] = {}
+    if clock is not None:
+        overrides["ctx"] = {"clock": clock}
+    if cron_jobs is not None:
+        overrides["cron_jobs"] = cron_jobs
+    worker = burst_worker(settings, **overrides)
+    if model is not None:
+        original = worker.on_startup
+        assert original is not None
+
+        async def startup(ctx: dict[str, Any]) -> None:
+            await original(ctx)
+            ctx["memory_model"] = model
+
+        worker.on_startup = startup
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return worker

@@ -23,27 +23,16 @@ from tests.support.evolve import (
     asyncpg_url,
     count_rows,
     make_topic,
+    run_burst_worker,
     versions_of,
 )
-from tests.support.workers import burst_worker
 
 NOTHING_WRITTEN = {"memories": 0, "versions": 0, "cursors": 0, "days": 0, "usage": 0}
 
 
 async def drain(settings: Settings, model: Any = None) -> tuple[int, int]:
     """Run a burst worker (optionally with another memory model) until the queue is empty."""
-    worker = burst_worker(settings)
-    if model is not None:
-        original = worker.on_startup
-        assert original is not None
-
-        async def startup(ctx: dict[str, Any]) -> None:
-            await original(ctx)
-            ctx["memory_model"] = model
-
-        worker.on_startup = startup
-    await worker.main()
-    await worker.close()
+    worker = await run_burst_worker(settings, model=model)
     return worker.jobs_complete, worker.jobs_failed
 
 
