@@ -36,9 +36,9 @@ async def claim(deps: TaskDeps, owner: str, limit: int) -> list[TaskView]:
     """Lease up to `limit` due tasks to `owner` in one short transaction."""
     now = deps.clock()
     lease_until = now + timedelta(seconds=deps.settings.long_task_lock_timeout_seconds)
-    async with deps.session_factory.begin() as session:
+    async with deps.autocommit() as connection:  # one statement: no BEGIN/COMMIT round trips
         return await repository.claim_tasks(
-            session, owner=owner, now=now, lease_until=lease_until, limit=limit
+            connection, owner=owner, now=now, lease_until=lease_until, limit=limit
         )
 
 

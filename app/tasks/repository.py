@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, bindparam, func, literal, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.tasks.models import FINAL_STATUSES, LongTask
 from app.tasks.views import TaskView
@@ -74,12 +74,13 @@ async def list_tasks(
 
 
 async def claim_tasks(
-    session: AsyncSession, *, owner: str, now: datetime, lease_until: datetime, limit: int
+    session: AsyncSession | AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[TaskView]:
     """Lease up to `limit` due, unleased (or lease-expired) tasks: highest priority, oldest first.
 
     One statement: the CTE locks the rows it picks with SKIP LOCKED (so concurrent claimers never
-    wait for or pick the same rows) and the UPDATE sets the lease in the same transaction.
+    wait for or pick the same rows) and the UPDATE sets the lease in the same statement, so it is
+    atomic even in autocommit mode.
     """
     picked = (
         select(TASKS.c.id)
@@ -123,21 +124,42 @@ async def read_cancel_requested(session: AsyncSession, task_id: int) -> bool:
     return bool(value)
 
 
-async def commit_step(
-    session: AsyncSession, *, task_id: int, owner: str, values: dict[str, Any]
-) -> bool | None:
-    """Write a step's outcome if we still hold the lease; returns `cancel_requested`, None if lost.
+STEP_COLUMNS = (
+    "state",
+    "status",
+    "data",
+    "result",
+    "attempts",
+    "steps_run",
+    "state_visits",
+    "next_run_at",
+    "errors",
+    "finished_at",
+    "lease_owner",
+    "lease_expires_at",
+)
+# Built once: a constant statement is compiled and cache-keyed once, which matters at ~1,000 steps/s.
+_COMMIT_STEP = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("task_id"), TASKS.c.lease_owner == bindparam("owner"))
+    .values({name: bindparam(f"new_{name}", type_=TASKS.c[name].type) for name in STEP_COLUMNS})
+    .values(updated_at=func.now())
+    .returning(TASKS.c.cancel_requested)
+)
 
-    Must run first in the step's transaction: its row lock keeps anyone else from committing a
-    step of this task until ours is done.
+
+async def commit_step(
+    connection: AsyncSession | AsyncConnection, *, task_id: int, owner: str, values: dict[str, Any]
+) -> bool | None:
+    """Write a step's outcome (every column of `STEP_COLUMNS`) if we still hold the lease.
+
+    Returns `cancel_requested`, or None when the lease is no longer ours (nothing written). In a
+    transaction it must come first: its row lock keeps anyone else from committing a step of this
+    task until ours is done. On its own (autocommit) it is one atomic statement.
     """
-    statement = (
-        update(TASKS)
-        .where(TASKS.c.id == task_id, TASKS.c.lease_owner == owner)
-        .values(**values, updated_at=func.now())
-        .returning(TASKS.c.cancel_requested)
-    )
-    value = (await session.execute(statement)).scalar_one_or_none()
+    params = {f"new_{name}": values[name] for name in STEP_COLUMNS}
+    result = await connection.execute(_COMMIT_STEP, {"task_id": task_id, "owner": owner, **params})
+    value = result.scalar_one_or_none()
     return None if value is None else bool(value)
 
 

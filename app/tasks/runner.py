@@ -51,23 +51,21 @@ class TaskRunner:
 
     async def run(self, task: TaskView) -> int:
         """Returns the number of steps committed."""
+        now = self.deps.clock()
+        task_type = self.registry.get(task.task_type)
+        if task_type is None:
+            await self._unknown_type(task, now)
+            return 0
+        try:
+            _, parsed = self.registry.validate(task.task_type, task.input)  # input never changes: parse once
+        except ValidationError as exc:
+            entry = outcome.error_entry(task, exc, "invalid_input", f"stored input is invalid: {exc}", now)
+            await self._end(task, task_type, FAILED, [entry], now)
+            return 0
         steps = 0
         while True:
-            now = self.deps.clock()
             if task.cancel_requested:
-                await self._end(task, None, CANCELED, [], now)
-                return steps
-            task_type = self.registry.get(task.task_type)
-            if task_type is None:
-                await self._unknown_type(task, now)
-                return steps
-            try:
-                _, parsed = self.registry.validate(task.task_type, task.input)
-            except ValidationError as exc:
-                entry = outcome.error_entry(
-                    task, exc, "invalid_input", f"stored input is invalid: {exc}", now
-                )
-                await self._end(task, task_type, FAILED, [entry], now)
+                await self._end(task, task_type, CANCELED, [], self.deps.clock())
                 return steps
             ctx = StepContext.for_task(task, task_type, parsed, self.deps, self.registry)
             committed = await self._step(task, task_type, ctx)
@@ -186,11 +184,24 @@ class TaskRunner:
         values.update(
             outcome.lease_values(self.owner, now + self.lease) if keep else outcome.lease_values(None, None)
         )
+        full = {
+            name: values[name] if name in values else getattr(task, name) for name in repository.STEP_COLUMNS
+        }
+        ends_child = status in FINAL_STATES and task.parent_id is not None
+        if (
+            not (ctx and (ctx.commit_actions or ctx.children_to_spawn))
+            and not ends_child
+            and status != CANCELED
+        ):
+            async with self.deps.autocommit() as connection:  # nothing else to write: one statement
+                cancel = await repository.commit_step(
+                    connection, task_id=task.id, owner=self.owner, values=full
+                )
+            return self._committed(task, values, cancel, progressed)
         async with self.deps.session_factory.begin() as session:
-            cancel = await repository.commit_step(session, task_id=task.id, owner=self.owner, values=values)
+            cancel = await repository.commit_step(session, task_id=task.id, owner=self.owner, values=full)
             if cancel is None:
-                logger.warning("task %s: lease lost before commit; step result discarded", task.id)
-                return None
+                return self._committed(task, values, cancel, progressed)
             if ctx is not None:
                 for action in ctx.commit_actions:
                     await action(session)
@@ -199,10 +210,19 @@ class TaskRunner:
                     task.id,
                     [{**child, "state_visits": {child["state"]: 1}} for child in ctx.children_to_spawn],
                 )
-            if status in FINAL_STATES and task.parent_id is not None:
+            if ends_child and task.parent_id is not None:
                 await repository.wake_parent(session, task.parent_id, now)
             if status == CANCELED:
                 await repository.request_cancel(session, task.id, now)
+        return self._committed(task, values, cancel, progressed)
+
+    def _committed(
+        self, task: TaskView, values: dict[str, Any], cancel: bool | None, progressed: int
+    ) -> tuple[TaskView, int] | None:
+        if cancel is None:
+            logger.warning("task %s: lease lost before commit; step result discarded", task.id)
+            return None
+        status = values.get("status", task.status)
         if status in FINAL_STATES:
             logger.info(
                 "task %s (%s) ended %s in state %r",

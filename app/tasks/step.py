@@ -11,14 +11,15 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import AppError
@@ -46,6 +47,15 @@ class TaskDeps:
     worker_id: str
     redis: ArqRedis | None = None
     memory_model: MemoryModel | None = None
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection in autocommit mode: one atomic statement without BEGIN/COMMIT trips."""
+        engine = self.session_factory.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise AppError("the task session factory must be bound to an AsyncEngine")
+        async with engine.connect() as connection:
+            yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @dataclass
