@@ -114,7 +114,9 @@ end
 if folded > 0 then redis.call('HSET', last, chat, now) end
 local n = remaining
 if changed then
-  n = math.max(redis.call('HINCRBY', counts, chat, -folded), remaining)
+  local current = tonumber(redis.call('HGET', counts, chat) or '0')
+  if folded > 0 then current = redis.call('HINCRBY', counts, chat, -folded) end
+  n = math.max(current, remaining)
 end
 if n > 0 then redis.call('HSET', counts, chat, n) else redis.call('HDEL', counts, chat) end
 if n <= 0 and not changed then
@@ -253,7 +255,7 @@ class L2RedisState:
                 )
                 pipe.zadd(L2_DUE_AT, {chat_id: _ms(due) / 1000})  # ms floor, as the scripts
             for chat_id, updated_at in last_updates:
-                pipe.hset(L2_LAST_UPDATE, chat_id, f"{updated_at.timestamp():.3f}")
+                pipe.hset(L2_LAST_UPDATE, chat_id, f"{_ms(updated_at.timestamp()) / 1000:.3f}")
             await pipe.execute()
 
     async def pending_count(self, chat_id: str) -> int:

@@ -126,7 +126,7 @@ class _Folded:
 
 
 async def _fold_pending(
-    deps: L2Deps, model: MemoryModel, chat_id: str, job_id: str | None, job_try: int | None
+    deps: L2Deps, model: MemoryModel, chat_id: str, job_id: str | None, job_try: int | None, now: datetime
 ) -> _Folded:
     settings = deps.settings
     async with deps.session_factory.begin() as session:
@@ -170,7 +170,7 @@ async def _fold_pending(
                 "topics": topics,
                 "next_topic_number": result.next_topic_number,
                 "message_count": memory.message_count + len(ids),
-                "updated_at": deps.clock(),
+                "updated_at": now,
             },
         )
         await record_usage(
@@ -193,8 +193,9 @@ async def update_topic_memory(
     waits for the row lock. Raises `NotFoundError` for a chat with no messages and no memory, and
     `TransientError` for a lock wait past `L2_LOCK_WAIT_SECONDS` (nothing is written then)."""
     seq_before = await deps.state.read_seq(chat_id)
+    now = deps.clock()  # the update's time, in Postgres and in Redis alike
     try:
-        folded = await _fold_pending(deps, model, chat_id, job_id, job_try)
+        folded = await _fold_pending(deps, model, chat_id, job_id, job_try, now)
     except DBAPIError as exc:
         code = getattr(exc.orig, "sqlstate", None)
         if code in _RETRYABLE_SQLSTATES:
@@ -208,7 +209,7 @@ async def update_topic_memory(
         seq_before=seq_before,
         folded=folded.folded,
         remaining=folded.remaining,
-        now=deps.clock(),
+        now=now,
         own_job_id=job_id,
     )
     return UpdateOutcome(chat_id, folded.version, folded.folded, folded.remaining, follow_up)

@@ -59,7 +59,9 @@ async def pending_ids(session_factory: async_sessionmaker[AsyncSession], chat_id
         return list((await session.scalars(query)).all())
 
 
-async def versions(session_factory: async_sessionmaker[AsyncSession], chat_id: str) -> list[TopicMemoryVersion]:
+async def versions(
+    session_factory: async_sessionmaker[AsyncSession], chat_id: str
+) -> list[TopicMemoryVersion]:
     async with session_factory() as session:
         query = (
             select(TopicMemoryVersion)

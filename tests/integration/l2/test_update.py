@@ -69,7 +69,9 @@ async def test_a_backlog_is_folded_in_successive_runs_and_the_rest_waits_for_its
     await l2_client.record_messages([msg("chat-a", n) for n in range(1, 2 * MAX_LEN + 3)])  # 12 messages
     worker = await drain(l2_settings)
     assert worker.jobs_complete == 2  # 5 + 5 folded; 2 left are below the threshold
-    sizes = [len(v.message_ids) for v in (await l2_client.get_topic_memory("chat-a", history=True)).history or []]
+    sizes = [
+        len(v.message_ids) for v in (await l2_client.get_topic_memory("chat-a", history=True)).history or []
+    ]
     assert sizes == [MAX_LEN, MAX_LEN]
     assert len(await pending_ids(session_factory, "chat-a")) == 2
     assert await redis.hget(L2_PENDING_COUNTS, "chat-a") == b"2"
@@ -118,8 +120,15 @@ async def test_an_unknown_chat_fails_once_with_a_clear_reason(
     failures = await l2_client.list_failures(subject_kind="chat", subject_id="no-such-chat")
     assert len(failures) == 1
     failure = failures[0]
-    assert (failure.function, failure.error_type, failure.job_try) == (JOB_UPDATE_TOPIC_MEMORY, "NotFoundError", 1)
-    assert failure.reason == "chat 'no-such-chat' has no recorded messages and no topic memory: nothing to update"
+    assert (failure.function, failure.error_type, failure.job_try) == (
+        JOB_UPDATE_TOPIC_MEMORY,
+        "NotFoundError",
+        1,
+    )
+    assert (
+        failure.reason
+        == "chat 'no-such-chat' has no recorded messages and no topic memory: nothing to update"
+    )
     async with session_factory() as session:
         assert (await session.execute(select(func.count()).select_from(TopicMemory))).scalar_one() == 0
     with pytest.raises(NotFoundError):
