@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from app.l2.folding import apply_drafts
-from app.llm.base import MessageIn, Topic
+from app.llm.base import MessageIn
 from app.llm.offline_topics import MAX_TOPICS, keywords, rewrite_topics_offline
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
