@@ -85,24 +85,31 @@ async def topic_versions(session: AsyncSession, chats: list[ChangedChat]) -> lis
 async def advance_cursors(
     session: AsyncSession, group_id: str, versions: list[TopicMemoryVersion], now: datetime
 ) -> None:
-    for row in versions:
-        statement = insert(GroupChatCursor).values(
-            group_id=group_id,
-            chat_id=row.chat_id,
-            topic_version=row.version,
-            topic_version_id=row.id,
-            updated_at=now,
+    """Record each chat's distilled version, in one statement."""
+    if not versions:
+        return
+    statement = insert(GroupChatCursor).values(
+        [
+            {
+                "group_id": group_id,
+                "chat_id": row.chat_id,
+                "topic_version": row.version,
+                "topic_version_id": row.id,
+                "updated_at": now,
+            }
+            for row in versions
+        ]
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[GroupChatCursor.group_id, GroupChatCursor.chat_id],
+            set_={
+                "topic_version": statement.excluded.topic_version,
+                "topic_version_id": statement.excluded.topic_version_id,
+                "updated_at": statement.excluded.updated_at,
+            },
         )
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[GroupChatCursor.group_id, GroupChatCursor.chat_id],
-                set_={
-                    "topic_version": statement.excluded.topic_version,
-                    "topic_version_id": statement.excluded.topic_version_id,
-                    "updated_at": statement.excluded.updated_at,
-                },
-            )
-        )
+    )
 
 
 async def day_claimed(session: AsyncSession, group_id: str, day: date) -> bool:
