@@ -93,7 +93,8 @@ async def fill(settings: Settings, count: int, task_type: str, initial: str) -> 
         await conn.execute(
             text(
                 "INSERT INTO long_tasks (task_type, state, state_visits, priority, next_run_at) "
-                "SELECT CAST(:type AS text), CAST(:state AS text), jsonb_build_object(CAST(:state AS text), 1), (g % 10), now() - interval '1 second' "
+                "SELECT CAST(:type AS text), CAST(:state AS text), "
+                "jsonb_build_object(CAST(:state AS text), 1), (g % 10), now() - interval '1 second' "
                 "FROM generate_series(1, CAST(:count AS integer)) AS g"
             ),
             {"type": task_type, "state": initial, "count": count},

@@ -163,6 +163,14 @@ async def commit_step(
     return None if value is None else bool(value)
 
 
+async def lock_if_leased(session: AsyncSession, *, task_id: int, owner: str) -> bool:
+    """Lock the task row for this transaction if our lease still holds; False when it is lost."""
+    statement = (
+        select(TASKS.c.id).where(TASKS.c.id == task_id, TASKS.c.lease_owner == owner).with_for_update()
+    )
+    return (await session.scalar(statement)) is not None
+
+
 async def insert_children(session: AsyncSession, parent_id: int, children: list[dict[str, Any]]) -> None:
     """Sub-tasks a step spawned, written in that step's transaction: a retried step spawns none twice."""
     if children:

@@ -120,9 +120,12 @@ class TaskRunner:
         try:
             return await self._commit(task, values, now, ctx=ctx, progressed=1)
         except Exception as exc:
-            if isinstance(exc, SQLAlchemyError) and not is_transient(exc):
-                return await self._failed_try(task, task_type, exc)  # e.g. an on_commit write was refused
-            raise
+            if isinstance(exc, SQLAlchemyError | OSError) and is_transient(exc):
+                raise  # the database is unreachable: the job retries; the lease hands the task on
+            if isinstance(exc, PermanentError):
+                entry = outcome.error_entry(task, exc, "step_error", f"{type(exc).__name__}: {exc}", now)
+                return await self._end(task, task_type, FAILED, [entry], now)
+            return await self._failed_try(task, task_type, exc)  # e.g. an on_commit action failed
 
     async def _run_with_heartbeat(self, task: TaskView, task_type: TaskType, ctx: StepContext) -> str:
         step = asyncio.create_task(self._handler_and_hook(task_type, ctx))
@@ -199,12 +202,16 @@ class TaskRunner:
                 )
             return self._committed(task, values, cancel, progressed)
         async with self.deps.session_factory.begin() as session:
-            cancel = await repository.commit_step(session, task_id=task.id, owner=self.owner, values=full)
-            if cancel is None:
-                return self._committed(task, values, cancel, progressed)
-            if ctx is not None:
-                for action in ctx.commit_actions:
+            if not await repository.lock_if_leased(session, task_id=task.id, owner=self.owner):
+                return self._committed(task, values, None, progressed)
+            if ctx is not None and ctx.commit_actions:
+                for action in ctx.commit_actions:  # they may still add to the step's data and result
                     await action(session)
+                if "data" in values:
+                    values.update(data=ctx.data, result=ctx.result)
+                    full.update(data=ctx.data, result=ctx.result)
+            cancel = await repository.commit_step(session, task_id=task.id, owner=self.owner, values=full)
+            if ctx is not None:
                 await repository.insert_children(
                     session,
                     task.id,

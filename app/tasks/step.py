@@ -2,8 +2,9 @@
 
 - `spawn(type, input)`: create a child task when this step commits; the parent then waits until
   every child is final and continues in the state the handler returned.
-- `on_commit(action)`: run `action(session)` inside the transaction that commits this step, so the
-  step's own database writes and its new state land together or not at all.
+- `on_commit(action)`: run `action(session)` inside the transaction that commits this step, after
+  the lease check and before the step's row is written, so the step's own database writes and its
+  new state land together or not at all (an action may still add to `data` and `result`).
 - `check_canceled()`: raise `TaskCanceled` if cancellation was requested (a long step calls it
   between units of work); the task then ends `canceled`.
 """
