@@ -104,7 +104,13 @@ class ConsensusUpdate(BaseModel):
 
 
 class MemoryModel(Protocol):
-    """What the update and evolve jobs call; `name` is stored with each version it produces."""
+    """What the update and evolve jobs call; `name` is stored with each version it produces.
+
+    Errors (see `app.llm.errors`): a passing fault raises `app.errors.TransientError` (the job
+    retries, honouring `retry_after_seconds`); anything retrying cannot fix raises
+    `app.errors.PermanentError` (an invalid answer keeps `raw_answer`). Either carries `usage`, the
+    calls made before the failure: store them with `app.llm.accounting.record_failed_usage`.
+    """
 
     name: str
 

@@ -53,6 +53,3 @@ class LlmInputTooLarge(PermanentError):
     def __init__(self, message: str, *, usage: list[Usage] | None = None) -> None:
         super().__init__(message)
         self.usage: list[Usage] = list(usage or [])
-
-
-LLM_ERRORS = (LlmUnavailable, LlmRejected, LlmAnswerInvalid, LlmInputTooLarge)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import openai
 from openai import AsyncOpenAI
@@ -31,7 +31,7 @@ from app.errors import ConfigError
 from app.llm import consensus_fold, topic_fold
 from app.llm.answers import AnswerProblems, NewRef
 from app.llm.base import ConsensusItem, ConsensusUpdate, MessageIn, Topic, TopicRewrite, TopicSource, Usage
-from app.llm.errors import LlmAnswerInvalid, LlmRejected, LlmUnavailable
+from app.llm.errors import LlmAnswerInvalid, LlmInputTooLarge, LlmRejected, LlmUnavailable
 from app.llm.pricing import call_cost
 from app.llm.templates import PROMPT_VERSION, REPAIR, render
 from app.llm.tokens import Budget, estimate_tokens, truncate_to_tokens
@@ -46,7 +46,9 @@ REJECTED = {
     403: "LLM refused access (403): the API key may not use LLM_MODEL={model}",
     404: "LLM endpoint or model not found (404): check LLM_BASE_URL={base_url} and LLM_MODEL={model}",
 }
+TRUNCATED_ANSWER = "the answer was cut off at the output token limit: answer more concisely"
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 class OpenAICompatibleModel:
@@ -80,7 +82,16 @@ class OpenAICompatibleModel:
         new_ref = NewRef([topic.id for topic in current])
         done = 0
         while done < len(messages):  # no new messages: nothing to ask
-            chunk = topic_fold.plan_chunk(chat_id, states, messages[done:], done, len(messages), self.budget)
+            chunk = _with_usage(
+                usages,
+                topic_fold.plan_chunk,
+                chat_id,
+                states,
+                messages[done:],
+                done,
+                len(messages),
+                self.budget,
+            )
             shown = [state.ref for state in states]
             ids = [message.id for message in chunk.messages]
             drafts = await self._ask(
@@ -105,7 +116,16 @@ class OpenAICompatibleModel:
         done = 0
         while done < len(topics):
             shown = consensus_fold.live(states)
-            chunk = consensus_fold.plan_chunk(group_id, shown, topics[done:], done, len(topics), self.budget)
+            chunk = _with_usage(
+                usages,
+                consensus_fold.plan_chunk,
+                group_id,
+                shown,
+                topics[done:],
+                done,
+                len(topics),
+                self.budget,
+            )
             changes = await self._ask(
                 chunk.system,
                 chunk.user,
@@ -137,6 +157,8 @@ class OpenAICompatibleModel:
             try:
                 result = validate(raw)
             except AnswerProblems as invalid:
+                if usage.error == TRUNCATED_ANSWER:  # the real cause, for the model and the operator
+                    invalid = AnswerProblems([TRUNCATED_ANSWER, *invalid.problems])
                 usage.ok = False
                 usage.error = f"invalid answer: {invalid}"[:1000]
                 logger.warning("LLM answer for %s invalid (attempt %d): %s", what, attempt + 1, invalid)
@@ -185,6 +207,7 @@ class OpenAICompatibleModel:
             raise error from exc
         choice = completion.choices[0] if completion.choices else None
         raw = (choice.message.content if choice is not None else None) or ""
+        truncated = choice is not None and choice.finish_reason == "length"
         prompt_text = "".join(str(message.get("content") or "") for message in messages)
         reported = completion.usage
         usage = self._usage(
@@ -193,6 +216,8 @@ class OpenAICompatibleModel:
             prompt_tokens=reported.prompt_tokens if reported else estimate_tokens(prompt_text),
             completion_tokens=reported.completion_tokens if reported else estimate_tokens(raw),
         )
+        if truncated:
+            usage.error = TRUNCATED_ANSWER  # ok stays True unless the answer is also invalid
         usages.append(usage)
         logger.info(
             "LLM call for %s: %d+%d tokens, %d ms, $%s",
@@ -240,6 +265,15 @@ class OpenAICompatibleModel:
             reason = reason.format(model=self.model, base_url=self.base_url)
             return LlmRejected(f"{reason}: {detail}", status_code=status, usage=usages)
         return LlmRejected(f"LLM answer unusable: {exc.message}", status_code=0, usage=usages)
+
+
+def _with_usage(usages: list[Usage], plan: Callable[..., P], *args: Any) -> P:
+    """Plan the next request; a too-large prompt mid-way still reports the calls already made."""
+    try:
+        return plan(*args)
+    except LlmInputTooLarge as exc:
+        exc.usage = list(usages)
+        raise
 
 
 def _server_message(exc: openai.APIStatusError) -> str:

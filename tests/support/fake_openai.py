@@ -35,6 +35,7 @@ class Reply:
     delay_seconds: float = 0.0
     prompt_tokens: int | None = None  # None: a quarter of the request's characters
     completion_tokens: int | None = None  # None: a quarter of the content's characters
+    finish_reason: str = "stop"  # "length" as a server says when the output limit cut the answer
 
 
 def reply_json(answer: Any, **kwargs: Any) -> Reply:
@@ -211,7 +212,7 @@ def _completion(model: str, request: RecordedRequest, reply: Reply) -> dict[str,
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "finish_reason": reply.finish_reason,
             }
         ],
         "usage": {

@@ -151,6 +151,22 @@ async def test_malformed_json_then_a_good_answer_is_repaired_in_the_same_call(
     ]
 
 
+async def test_an_answer_cut_at_the_output_limit_is_named_as_such_in_the_repair(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(
+        reply_text('{"topics": [{"existing_id": "t1"', finish_reason="length"), reply_json(GOOD_ANSWER)
+    )
+    model = OpenAICompatibleModel(openai_settings(fake_openai))
+    try:
+        result = await model.rewrite_topics("chat-1", [make_topic("t1")], make_messages(3))
+    finally:
+        await model.aclose()
+    repair = fake_openai.requests[1].last
+    assert "- the answer was cut off at the output token limit: answer more concisely" in repair
+    assert (result.usage[0].ok, len(result.drafts)) == (False, 2)
+
+
 async def test_answer_invalid_twice_fails_permanently_keeping_the_raw_answer(
     fake_openai: FakeOpenAI, session_factory: async_sessionmaker[AsyncSession], client: MemoryClient
 ) -> None:
