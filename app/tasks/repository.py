@@ -163,6 +163,11 @@ async def commit_step(
     return None if value is None else bool(value)
 
 
+async def lock_task(session: AsyncSession, task_id: int) -> None:
+    """Lock one task row for this transaction (a no-op if it is gone)."""
+    await session.execute(select(TASKS.c.id).where(TASKS.c.id == task_id).with_for_update())
+
+
 async def lock_if_leased(session: AsyncSession, *, task_id: int, owner: str) -> bool:
     """Lock the task row for this transaction if our lease still holds; False when it is lost."""
     statement = (
@@ -183,7 +188,7 @@ async def wake_parent(session: AsyncSession, parent_id: int, now: datetime) -> N
     The parent row is locked first so two children finishing at once serialise here, and the
     second sees the first's commit: a parent is never left waiting for children that are all final.
     """
-    await session.execute(select(TASKS.c.id).where(TASKS.c.id == parent_id).with_for_update())
+    await lock_task(session, parent_id)
     await session.execute(_wake_waiting().where(TASKS.c.id == parent_id), {"now": now})
 
 
@@ -214,13 +219,17 @@ _SUBTREE = text(
         SELECT CAST(:root AS BIGINT)
         UNION ALL
         SELECT t.id FROM long_tasks t JOIN subtree s ON t.parent_id = s.id
+    ), locked AS (  -- in id order (a parent before its children), as every other writer locks them
+        SELECT id FROM long_tasks
+        WHERE id IN (SELECT id FROM subtree) AND status NOT IN ('finished', 'failed', 'canceled')
+        ORDER BY id FOR UPDATE
     )
     UPDATE long_tasks SET
         cancel_requested = true,
         status = CASE WHEN status = 'waiting' THEN 'running' ELSE status END,
         next_run_at = LEAST(next_run_at, :now),
         updated_at = now()
-    WHERE id IN (SELECT id FROM subtree) AND status NOT IN ('finished', 'failed', 'canceled')
+    WHERE id IN (SELECT id FROM locked)
     RETURNING id
     """
 )

@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from app.errors import PermanentError, ValidationError
 from app.failures.guard import is_transient
@@ -29,6 +29,8 @@ from app.tasks.step import StepContext, TaskCanceled, TaskDeps
 from app.tasks.views import TaskView
 
 logger = logging.getLogger("app.tasks")
+COMMIT_RETRIES = 3
+RETRYABLE_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
 
 
 class BadTransition(PermanentError):
@@ -180,7 +182,30 @@ class TaskRunner:
         ctx: StepContext | None = None,
         progressed: int = 0,
     ) -> tuple[TaskView, int] | None:
-        """Write `values` (plus the lease: kept if the task can go on, else released) if still ours."""
+        """Write `values` (plus the lease: kept if the task can go on, else released) if still ours.
+
+        A deadlock or serialization failure is retried at once (up to `COMMIT_RETRIES` times) when
+        the step has no `on_commit` actions; with actions it is a failed try, run again from scratch.
+        """
+        for attempt in range(1, COMMIT_RETRIES + 1):
+            try:
+                return await self._commit_once(task, dict(values), now, ctx=ctx, progressed=progressed)
+            except DBAPIError as exc:
+                retryable = getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+                if not retryable or attempt == COMMIT_RETRIES or (ctx is not None and ctx.commit_actions):
+                    raise
+                logger.info("task %s: commit hit %s; retrying", task.id, getattr(exc.orig, "sqlstate", None))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _commit_once(
+        self,
+        task: TaskView,
+        values: dict[str, Any],
+        now: datetime,
+        *,
+        ctx: StepContext | None,
+        progressed: int,
+    ) -> tuple[TaskView, int] | None:
         status = values.get("status", task.status)
         next_run_at = values.get("next_run_at", task.next_run_at)
         keep = status == "running" and next_run_at <= now and time.monotonic() < self.deadline
@@ -202,6 +227,8 @@ class TaskRunner:
                 )
             return self._committed(task, values, cancel, progressed)
         async with self.deps.session_factory.begin() as session:
+            if ends_child and task.parent_id is not None:  # rows are locked parent first, like a cascade
+                await repository.lock_task(session, task.parent_id)
             if not await repository.lock_if_leased(session, task_id=task.id, owner=self.owner):
                 return self._committed(task, values, None, progressed)
             if ctx is not None and ctx.commit_actions:

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import cast
 
+from arq import cron
 from arq.connections import ArqRedis
+from arq.typing import WorkerCoroutine
+from sqlalchemy import text
 
 from app.client import MemoryClient
 from app.config import Settings
+from app.constants import CRON_LONG_TASK_POLL
+from app.tasks.jobs import cron_long_task_poll
 from tests.integration.tasks.task_types import runs_key
 from tests.support.settings import make_test_settings
 from tests.support.tasks import FakeClock, kick, run_burst, wait_until
@@ -138,10 +144,23 @@ async def test_parent_waits_for_its_children_then_continues(settings: Settings, 
     assert all(child.finished_at is not None and child.finished_at <= done.finished_at for child in children)
 
 
-async def test_poll_resumes_a_parent_whose_children_ended(settings: Settings, client: MemoryClient) -> None:
+async def test_poll_resumes_a_parent_left_waiting_with_all_children_ended(
+    settings: Settings, client: MemoryClient
+) -> None:
     parent = await client.create_task("test_parent", {"children": 1, "child_type": "test_quick_child"})
     await run_burst(settings)
-    assert (await client.get_task(parent.id)).status == "finished"
+    async with client.session_factory.begin() as session:  # as if the last child's wake-up were lost
+        await session.execute(
+            text("UPDATE long_tasks SET status = 'waiting', state = 'collect', result = NULL WHERE id = :id"),
+            {"id": parent.id},
+        )
+
+    poll = cron(cast(WorkerCoroutine, cron_long_task_poll), name=CRON_LONG_TASK_POLL, run_at_startup=True)
+    await run_burst(settings, cron_jobs=[poll])
+
+    resumed = await client.get_task(parent.id)
+    assert resumed.status == "finished" and resumed.result is not None
+    assert list(resumed.result["children"].values()) == ["finished"]
 
 
 async def test_cancel_stops_a_running_task_and_its_children(
