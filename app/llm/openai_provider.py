@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import openai
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from app.config import Settings
 from app.errors import ConfigError
@@ -48,7 +48,6 @@ REJECTED = {
 }
 TRUNCATED_ANSWER = "the answer was cut off at the output token limit: answer more concisely"
 T = TypeVar("T")
-P = TypeVar("P")
 
 
 class OpenAICompatibleModel:
@@ -82,16 +81,13 @@ class OpenAICompatibleModel:
         new_ref = NewRef([topic.id for topic in current])
         done = 0
         while done < len(messages):  # no new messages: nothing to ask
-            chunk = _with_usage(
-                usages,
-                topic_fold.plan_chunk,
-                chat_id,
-                states,
-                messages[done:],
-                done,
-                len(messages),
-                self.budget,
-            )
+            try:
+                chunk = topic_fold.plan_chunk(
+                    chat_id, states, messages[done:], done, len(messages), self.budget
+                )
+            except LlmInputTooLarge as exc:  # possibly after earlier chunks: they cost too
+                exc.usage = list(usages)
+                raise
             shown = [state.ref for state in states]
             ids = [message.id for message in chunk.messages]
             drafts = await self._ask(
@@ -116,16 +112,13 @@ class OpenAICompatibleModel:
         done = 0
         while done < len(topics):
             shown = consensus_fold.live(states)
-            chunk = _with_usage(
-                usages,
-                consensus_fold.plan_chunk,
-                group_id,
-                shown,
-                topics[done:],
-                done,
-                len(topics),
-                self.budget,
-            )
+            try:
+                chunk = consensus_fold.plan_chunk(
+                    group_id, shown, topics[done:], done, len(topics), self.budget
+                )
+            except LlmInputTooLarge as exc:
+                exc.usage = list(usages)
+                raise
             changes = await self._ask(
                 chunk.system,
                 chunk.user,
@@ -205,6 +198,18 @@ class OpenAICompatibleModel:
             usage.error = str(error)[:1000]
             logger.warning("LLM call for %s failed after %d ms: %s", what, usage.latency_ms, error)
             raise error from exc
+        if not isinstance(completion, ChatCompletion) or not isinstance(completion.choices, list):
+            # a web page or another API at LLM_BASE_URL (the package hands back its text as is)
+            usage = self._usage(started, ok=False)
+            usages.append(usage)
+            error = LlmRejected(
+                f"{self.base_url} did not answer like a chat-completions API "
+                f"(got {str(completion)[:80]!r}): check LLM_BASE_URL (it usually ends in /v1)",
+                status_code=200,
+                usage=usages,
+            )
+            usage.error = str(error)[:1000]
+            raise error
         choice = completion.choices[0] if completion.choices else None
         raw = (choice.message.content if choice is not None else None) or ""
         truncated = choice is not None and choice.finish_reason == "length"
@@ -265,15 +270,6 @@ class OpenAICompatibleModel:
             reason = reason.format(model=self.model, base_url=self.base_url)
             return LlmRejected(f"{reason}: {detail}", status_code=status, usage=usages)
         return LlmRejected(f"LLM answer unusable: {exc.message}", status_code=0, usage=usages)
-
-
-def _with_usage(usages: list[Usage], plan: Callable[..., P], *args: Any) -> P:
-    """Plan the next request; a too-large prompt mid-way still reports the calls already made."""
-    try:
-        return plan(*args)
-    except LlmInputTooLarge as exc:
-        exc.usage = list(usages)
-        raise
 
 
 def _server_message(exc: openai.APIStatusError) -> str:

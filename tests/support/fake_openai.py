@@ -36,6 +36,8 @@ class Reply:
     prompt_tokens: int | None = None  # None: a quarter of the request's characters
     completion_tokens: int | None = None  # None: a quarter of the content's characters
     finish_reason: str = "stop"  # "length" as a server says when the output limit cut the answer
+    raw_body: str | None = None  # sent as is with `content_type` instead of a completion (a web page...)
+    content_type: str = "application/json"
 
 
 def reply_json(answer: Any, **kwargs: Any) -> Reply:
@@ -177,13 +179,23 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if reply.status >= 400:
                 self._send(reply.status, _error_body(reply.message, "server_error"), reply.headers)
                 return
+            if reply.raw_body is not None:
+                self._send(200, reply.raw_body, reply.headers, reply.content_type)
+                return
             self._send(200, _completion(fake.model, request, reply), reply.headers)
 
-        def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(payload, ensure_ascii=False).encode()
+        def _send(
+            self,
+            status: int,
+            payload: dict[str, Any] | str,
+            headers: dict[str, str] | None = None,
+            content_type: str = "application/json",
+        ) -> None:
+            text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+            data = text.encode()
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)

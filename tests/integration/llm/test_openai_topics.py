@@ -289,6 +289,24 @@ async def test_a_wrong_api_key_is_a_permanent_failure_with_a_clear_reason(fake_o
 
 
 @pytest.mark.parametrize(
+    ("body", "content_type"),
+    [("<html><body>Open WebUI</body></html>", "text/html"), ('{"detail": "Not Found"}', "application/json")],
+)
+async def test_a_base_url_that_is_not_a_chat_completions_api_is_rejected(
+    fake_openai: FakeOpenAI, body: str, content_type: str
+) -> None:
+    fake_openai.script(Reply(raw_body=body, content_type=content_type))
+    model = OpenAICompatibleModel(openai_settings(fake_openai))
+    try:
+        with pytest.raises(LlmRejected, match="did not answer like a chat-completions API") as caught:
+            await model.rewrite_topics("chat-1", [], make_messages(1))
+    finally:
+        await model.aclose()
+    assert "check LLM_BASE_URL (it usually ends in /v1)" in str(caught.value)
+    assert [u.ok for u in caught.value.usage] == [False]
+
+
+@pytest.mark.parametrize(
     ("status", "reason"),
     [
         (400, "LLM rejected the request (400): bad"),
