@@ -122,6 +122,7 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
             hour=daily.hour,
             minute=daily.minute,
             second=0,
+            max_tries=settings.worker_max_tries + 1,  # arq's cron default (1 try) drops our guard's Retry
             **common,
         ),
     ]

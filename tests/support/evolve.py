@@ -212,10 +212,12 @@ async def run_burst_worker(
     clock: Callable[[], datetime] | None = None,
     model: Any = None,
     cron_jobs: list[CronJob] | None = None,
+    after_startup: Callable[[dict[str, Any]], None] | None = None,
 ) -> Worker:
     """Start a burst worker (its start-up hooks run, catch-up included), drain the queue, close it.
 
-    `clock` becomes `ctx["clock"]`; `model` replaces the configured memory model after start-up.
+    `clock` becomes `ctx["clock"]`; `model` replaces the configured memory model after start-up;
+    `after_startup(ctx)` runs once start-up is done, before the first job.
     """
     overrides: dict[str, Any] = {}
     if clock is not None:
@@ -223,15 +225,17 @@ async def run_burst_worker(
     if cron_jobs is not None:
         overrides["cron_jobs"] = cron_jobs
     worker = burst_worker(settings, **overrides)
-    if model is not None:
-        original = worker.on_startup
-        assert original is not None
+    original = worker.on_startup
+    assert original is not None
 
-        async def startup(ctx: dict[str, Any]) -> None:
-            await original(ctx)
+    async def startup(ctx: dict[str, Any]) -> None:
+        await original(ctx)
+        if model is not None:
             ctx["memory_model"] = model
+        if after_startup is not None:
+            after_startup(ctx)
 
-        worker.on_startup = startup
+    worker.on_startup = startup
     try:
         await worker.main()
     finally:

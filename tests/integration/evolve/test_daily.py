@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date, datetime, timedelta
 
+import arq.worker
 import pytest
 from arq import cron
 from arq.connections import ArqRedis
@@ -15,12 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.constants import CRON_EVOLVE_DAILY, JOB_EVOLVE_MEMORY
+from app.errors import TransientError
 from app.evolve.daily import distillation_day
 from app.evolve.jobs import cron_evolve_daily
 from app.evolve.models import EvolveDailyRun, GroupDistillationDay
 from app.evolve.repository import mark_daily_run
 from app.evolve.service import distil_group
+from app.failures.repository import list_failures
 from app.llm.offline import OfflineMemoryModel
+from app.workers.unified_worker import worker_kwargs
 from tests.support.evolve import (
     Clock,
     ConnectionKillingModel,
@@ -211,3 +215,50 @@ async def test_a_real_worker_process_catches_up_the_missed_day_on_start(
     [version] = await versions_of(session_factory, "g1")
     assert (version.trigger, version.day) == ("daily", today)
     assert "caught up the daily distillation" in process.output
+
+
+class FailingOnceClock(Clock):
+    """Once armed, its next reading raises a transient fault; later readings work again."""
+
+    armed: bool = False
+
+    def __call__(self) -> datetime:
+        if self.armed:
+            self.armed = False
+            raise TransientError("clock source unavailable")
+        return self.now
+
+
+async def test_a_transient_fault_in_the_daily_cron_is_retried_by_arq(
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+    redis: ArqRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # arq keeps a cron job's in-progress key 60 s after a try, so its retry starts a minute later;
+    # shorten that wait (timing only) to keep the test quick. Without max_tries on the registered
+    # cron, arq refuses try 2 ("max 1 retries exceeded") and the fault is lost.
+    monkeypatch.setattr(arq.worker, "keep_cronjob_progress", 1)
+    async with session_factory.begin() as session:  # the deployment ran yesterday: start-up catches up
+        await mark_daily_run(session, DAY - timedelta(days=1), 0, "cron", AT_SLOT)
+    [registered] = [job for job in worker_kwargs(settings)["cron_jobs"] if job.name == CRON_EVOLVE_DAILY]
+    job = await redis.enqueue_job(CRON_EVOLVE_DAILY, _job_id="cron-under-test")
+    assert job is not None
+
+    clock = FailingOnceClock(AT_SLOT)
+
+    def arm(ctx: dict[str, object]) -> None:
+        clock.armed = True  # after start-up: the cron's first try is the next reading
+
+    worker = await run_burst_worker(settings, clock=clock, cron_jobs=[registered], after_startup=arm)
+
+    info = await job.result_info()
+    assert info is not None and info.success, info
+    assert (info.job_try, info.result) == (2, 0)  # the start-up catch-up had fanned the day out already
+    assert worker.jobs_failed == 0
+    assert await list_failures_of(session_factory) == []
+
+
+async def list_failures_of(session_factory: async_sessionmaker[AsyncSession]) -> list[str]:
+    async with session_factory() as session:
+        return [failure.reason for failure in await list_failures(session)]
