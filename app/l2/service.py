@@ -104,16 +104,13 @@ async def request_update(deps: L2Deps, chat_id: str) -> str | None:
 
 async def _lock_or_create(session: AsyncSession, chat_id: str) -> MemoryRow:
     memory = await repo.lock_memory(session, chat_id)
-    if memory is not None:
-        return memory
-    group_id = await repo.chat_group(session, chat_id)
-    if group_id is None:
-        raise NotFoundError(
-            f"chat {chat_id!r} has no recorded messages and no topic memory: nothing to update"
-        )
-    await repo.create_memory(session, chat_id, group_id)
-    memory = await repo.lock_memory(session, chat_id)
-    if memory is None:  # pragma: no cover - the row was just inserted in this transaction
+    if memory is None:
+        if not await repo.create_memory_from_messages(session, chat_id):
+            raise NotFoundError(
+                f"chat {chat_id!r} has no recorded messages and no topic memory: nothing to update"
+            )
+        memory = await repo.lock_memory(session, chat_id)
+    if memory is None:  # pragma: no cover - the row exists in this transaction
         raise NotFoundError(f"chat {chat_id!r}: topic memory row vanished")
     return memory
 
@@ -128,13 +125,14 @@ class _Folded:
 async def _fold_pending(
     deps: L2Deps, model: MemoryModel, chat_id: str, job_id: str | None, job_try: int | None, now: datetime
 ) -> _Folded:
+    """One transaction: lock the chat, read its oldest pending messages, fold them, write the
+    version + mark the messages + update the memory row (one statement), record usage, commit."""
     settings = deps.settings
     async with deps.session_factory.begin() as session:
         await repo.set_lock_timeout(session, settings.l2_lock_wait_seconds)
         memory = await _lock_or_create(session, chat_id)
         started_at, started = utc_now(), time.monotonic()
-        total = await repo.count_pending(session, chat_id)
-        rows = await repo.pending_messages(session, chat_id, settings.l2_queue_max_len)
+        rows, total = await repo.pending_messages(session, chat_id, settings.l2_queue_max_len)
         if not rows:
             return _Folded(memory.version, 0, 0)
         current = [Topic.model_validate(topic) for topic in memory.topics]
@@ -143,14 +141,13 @@ async def _fold_pending(
         ids = [row.id for row in rows]
         version = memory.version + 1
         topics = [topic.model_dump(mode="json") for topic in result.topics]
-        version_id = await repo.insert_version(
+        _, marked = await repo.write_version(
             session,
             {
                 "chat_id": chat_id,
                 "group_id": memory.group_id,
                 "version": version,
                 "topics": topics,
-                "message_ids": ids,
                 "message_count": len(ids),
                 "summarizer": result.summarizer,
                 "duration_ms": int((time.monotonic() - started) * 1000),
@@ -158,21 +155,15 @@ async def _fold_pending(
                 "job_id": job_id,
                 "job_try": job_try,
             },
-        )
-        marked = await repo.mark_folded(session, ids, version_id)
-        if marked != len(ids):  # only a writer bypassing the row lock could cause this: start over
-            raise TransientError(f"chat {chat_id!r}: {len(ids) - marked} message(s) were folded concurrently")
-        await repo.save_memory(
-            session,
-            chat_id,
+            ids,
             {
-                "version": version,
-                "topics": topics,
                 "next_topic_number": result.next_topic_number,
-                "message_count": memory.message_count + len(ids),
+                "total_count": memory.message_count + len(ids),
                 "updated_at": now,
             },
         )
+        if marked != len(ids):  # only a writer bypassing the row lock could cause this: start over
+            raise TransientError(f"chat {chat_id!r}: {len(ids) - marked} message(s) were folded concurrently")
         await record_usage(
             session, result.usage, job_id=job_id, purpose="topics", subject_kind="chat", subject_id=chat_id
         )

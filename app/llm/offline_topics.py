@@ -20,6 +20,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from app.llm.base import MessageIn, Topic, TopicDraft, TopicRewrite
 
@@ -74,6 +75,11 @@ def _latin_key(word: str) -> str | None:
 
 def keywords(text: str) -> list[str]:
     """The keywords of `text` in order of appearance (repeats kept, for weighting)."""
+    return list(_keywords(text))
+
+
+@lru_cache(maxsize=1024)  # one rewrite looks at each statement several times; bounded memory
+def _keywords(text: str) -> tuple[str, ...]:
     found: list[tuple[int, str]] = []
     for match in _LATIN_WORD.finditer(text):
         key = _latin_key(match.group())
@@ -86,7 +92,7 @@ def keywords(text: str) -> list[str]:
             if not (_CJK_STOP_CHARS & set(bigram)) and bigram not in _CJK_STOP_BIGRAMS:
                 found.append((match.start() + offset, bigram))
     found.sort()
-    return [key for _, key in found]
+    return tuple(key for _, key in found)
 
 
 def statements(text: str) -> list[str]:

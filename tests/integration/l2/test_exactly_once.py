@@ -23,7 +23,7 @@ from tests.support.l2 import (
 from tests.support.workers import burst_worker
 
 LOCK_MESSAGE = "SELECT 1 FROM chat_messages WHERE id = :id FOR UPDATE"
-UPDATE_BLOCKED = "UPDATE chat_messages SET topic_version_id%"  # after the model call, before the commit
+UPDATE_BLOCKED = "%UPDATE chat_messages SET topic_version_id%"  # after the model call, before the commit
 
 
 async def test_messages_recorded_while_an_update_runs_are_folded_by_the_next_one(

@@ -70,7 +70,7 @@ async def _no_backend_waits(engine: AsyncEngine, timeout: float = 30.0) -> None:
         # after the model call and the version insert, before the commit
         (
             "SELECT 1 FROM chat_messages WHERE id = :id FOR UPDATE",
-            "UPDATE chat_messages SET topic_version_id%",
+            "%UPDATE chat_messages SET topic_version_id%",
         ),
     ],
     ids=["waiting-for-the-chat", "after-the-model-before-commit"],
