@@ -93,6 +93,7 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
         "unique": True,
         "keep_result": settings.worker_keep_result_seconds,
         "timeout": settings.worker_job_timeout_seconds,
+        "max_tries": settings.worker_max_tries + 1,  # arq's cron default (1 try) would drop our guard's Retry
     }
     return [
         cron(
@@ -122,7 +123,6 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
             hour=daily.hour,
             minute=daily.minute,
             second=0,
-            max_tries=settings.worker_max_tries + 1,  # arq's cron default (1 try) drops our guard's Retry
             **common,
         ),
     ]

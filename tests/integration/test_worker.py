@@ -42,6 +42,8 @@ def test_worker_lists_every_job_and_cron_with_schedules_from_settings() -> None:
     assert (crons[CRON_EVOLVE_DAILY].hour, crons[CRON_EVOLVE_DAILY].minute) == (3, 45)
     assert str(kwargs["timezone"]) == "Asia/Tokyo"
     assert kwargs["poll_delay"] == settings.worker_poll_delay_seconds
+    # arq gives a cron one try by default, which would turn our guard's Retry into a lost failure
+    assert {job.max_tries for job in crons.values()} == {settings.worker_max_tries + 1}
 
 
 def test_unified_worker_settings_class_is_what_arq_reads() -> None:
