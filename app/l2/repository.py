@@ -50,6 +50,18 @@ _CREATE_MEMORY = text(
     RETURNING chat_id
     """
 )
+_LOCK_OR_CREATE = text(
+    """
+    WITH lock_wait AS MATERIALIZED (SELECT set_config('lock_timeout', :lock_timeout, true)),
+    first_message AS (
+        SELECT chat_id, group_id FROM chat_messages WHERE chat_id = :chat_id ORDER BY id LIMIT 1
+    )
+    INSERT INTO topic_memories (chat_id, group_id)
+    SELECT first_message.chat_id, first_message.group_id FROM first_message, lock_wait
+    ON CONFLICT (chat_id) DO UPDATE SET version = topic_memories.version
+    RETURNING chat_id, group_id, version, topics, next_topic_number, message_count, updated_at
+    """
+)
 _PENDING = text(
     """
     SELECT id, user_id, user_name, role, content, sent_at,
@@ -159,6 +171,19 @@ async def lock_memory(session: AsyncSession, chat_id: str) -> MemoryRow | None:
             select(*_memory_columns()).where(TopicMemory.chat_id == chat_id).with_for_update()
         )
     ).first()
+    return None if row is None else MemoryRow(*row)
+
+
+async def lock_or_create_memory(
+    session: AsyncSession, chat_id: str, lock_wait_seconds: float
+) -> MemoryRow | None:
+    """Lock the chat's memory row, creating it first for a chat that has messages: one statement.
+
+    The upsert waits for a row locked by another update (ON CONFLICT DO UPDATE locks the row it
+    conflicts with), bounded by `lock_timeout`, set by the same statement before any row is
+    produced. Returns the latest committed row, or None when the chat has no message at all."""
+    params = {"chat_id": chat_id, "lock_timeout": f"{int(lock_wait_seconds * 1000)}ms"}
+    row = (await session.execute(_LOCK_OR_CREATE, params)).first()
     return None if row is None else MemoryRow(*row)
 
 

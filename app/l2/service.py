@@ -102,16 +102,15 @@ async def request_update(deps: L2Deps, chat_id: str) -> str | None:
 # --- updating -------------------------------------------------------------------------------------
 
 
-async def _lock_or_create(session: AsyncSession, chat_id: str) -> MemoryRow:
-    memory = await repo.lock_memory(session, chat_id)
-    if memory is None:
-        if not await repo.create_memory_from_messages(session, chat_id):
-            raise NotFoundError(
-                f"chat {chat_id!r} has no recorded messages and no topic memory: nothing to update"
-            )
+async def _lock_or_create(session: AsyncSession, chat_id: str, lock_wait_seconds: float) -> MemoryRow:
+    memory = await repo.lock_or_create_memory(session, chat_id, lock_wait_seconds)
+    if memory is None:  # no message: only a memory row could exist (if its messages were removed)
+        await repo.set_lock_timeout(session, lock_wait_seconds)
         memory = await repo.lock_memory(session, chat_id)
-    if memory is None:  # pragma: no cover - the row exists in this transaction
-        raise NotFoundError(f"chat {chat_id!r}: topic memory row vanished")
+    if memory is None:
+        raise NotFoundError(
+            f"chat {chat_id!r} has no recorded messages and no topic memory: nothing to update"
+        )
     return memory
 
 
@@ -129,8 +128,7 @@ async def _fold_pending(
     version + mark the messages + update the memory row (one statement), record usage, commit."""
     settings = deps.settings
     async with deps.session_factory.begin() as session:
-        await repo.set_lock_timeout(session, settings.l2_lock_wait_seconds)
-        memory = await _lock_or_create(session, chat_id)
+        memory = await _lock_or_create(session, chat_id, settings.l2_lock_wait_seconds)
         started_at, started = utc_now(), time.monotonic()
         rows, total = await repo.pending_messages(session, chat_id, settings.l2_queue_max_len)
         if not rows:

@@ -179,8 +179,9 @@ def _clip(text: str, limit: int) -> str:
 def _pick(candidates: list[str], weights: Counter[str], count: int) -> list[str]:
     """The `count` most salient distinct candidates, in their original order."""
     unique = list(dict.fromkeys(c for c in candidates if c))
-    ranked = sorted(range(len(unique)), key=lambda i: (-_salience(unique[i], weights), i))
-    chosen = sorted(i for i in ranked[:count] if _salience(unique[i], weights) > 0)
+    scores = [_salience(candidate, weights) for candidate in unique]
+    ranked = sorted(range(len(unique)), key=lambda i: (-scores[i], i))
+    chosen = sorted(i for i in ranked[:count] if scores[i] > 0)
     if not chosen and unique:  # nothing scored (very short chat): keep the latest statement
         chosen = [len(unique) - 1]
     return [unique[i] for i in chosen]

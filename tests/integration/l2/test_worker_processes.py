@@ -65,7 +65,7 @@ async def _no_backend_waits(engine: AsyncEngine, timeout: float = 30.0) -> None:
         # before anything: waiting for the chat's row lock
         (
             "SELECT 1 FROM topic_memories WHERE chat_id = 'chat-a' FOR UPDATE",
-            "%FROM topic_memories%FOR UPDATE%",
+            "%INSERT INTO topic_memories%",
         ),
         # after the model call and the version insert, before the commit
         (
