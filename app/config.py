@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     long_task_export_dir: str = "exports"  # directory export_memories writes its JSON Lines files into
 
     # --- LLM --------------------------------------------------------------------------------------
-    llm_provider: Literal["offline", "openai"] = "offline"
+    llm_provider: Literal["offline", "openai"] = "offline"  # LLM_BASE_URL alone implies openai
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
@@ -149,6 +149,14 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("must be an IANA time zone name, such as UTC or Asia/Shanghai") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _base_url_implies_openai(cls, data: Any) -> Any:
+        """Three lines of env (base URL, key, model) are enough to use an OpenAI-compatible server."""
+        if isinstance(data, dict) and data.get("llm_base_url") and not data.get("llm_provider"):
+            return {**data, "llm_provider": "openai"}
+        return data
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Settings:

@@ -145,3 +145,19 @@ def test_secrets_never_appear_in_errors_or_repr(monkeypatch: pytest.MonkeyPatch)
     settings = load_settings()
     assert "hunter2" not in repr(settings) and "hunter3" not in repr(settings)
     assert "hunter2" not in settings.database_display
+
+
+def test_three_lines_of_env_select_an_openai_compatible_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_BASE_URL", "http://127.0.0.1:11434/v1")
+    monkeypatch.setenv("LLM_API_KEY", "sk-local")
+    monkeypatch.setenv("LLM_MODEL", "qwen2.5")
+    assert load_settings().llm_provider == "openai"
+    monkeypatch.setenv("LLM_PROVIDER", "offline")  # an explicit choice wins
+    assert load_settings().llm_provider == "offline"
+
+
+def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "")
+    monkeypatch.setenv("REDIS_URL", "")
+    settings = load_settings()
+    assert settings.database_url is None and settings.redis_url is None
