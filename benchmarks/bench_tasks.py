@@ -142,6 +142,40 @@ async def bench_claim(settings: Settings, table_size: int, claims: int) -> dict[
     }
 
 
+RAW_CLAIM = """
+WITH picked AS (
+    SELECT id FROM long_tasks
+    WHERE status IN ('queued', 'running') AND next_run_at <= $1
+      AND (lease_expires_at IS NULL OR lease_expires_at <= $1)
+    ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+UPDATE long_tasks t SET lease_owner = 'raw', lease_expires_at = $2, status = 'running', updated_at = now()
+FROM picked WHERE t.id = picked.id RETURNING t.*
+"""
+
+
+async def bench_claim_sql(settings: Settings, claims: int) -> dict[str, Any]:
+    """The same claim statement on a bare asyncpg connection: the database's share of the latency."""
+    import asyncpg
+
+    connection = await asyncpg.connect(settings.sqlalchemy_url.replace("postgresql+asyncpg", "postgresql", 1))
+    batch = settings.long_task_poll_batch_size
+    timings: list[float] = []
+    try:
+        for index in range(claims + 20):
+            now = utc_now()
+            started = time.perf_counter()
+            rows = await connection.fetch(RAW_CLAIM, now, now, batch)
+            if index >= 20:
+                timings.append((time.perf_counter() - started) * 1000)
+            await connection.execute(
+                "UPDATE long_tasks SET status = 'finished' WHERE id = ANY($1)", [row["id"] for row in rows]
+            )
+    finally:
+        await connection.close()
+    return {"p50_ms": round(percentile(timings, 0.50), 3), "p99_ms": round(percentile(timings, 0.99), 3)}
+
+
 async def bench_steps(settings: Settings, workers: int, tasks: int) -> dict[str, Any]:
     await fill(settings, tasks, "bench_trivial", "s0")
     env = {**os.environ, "BENCH_POSTGRES_DB": BENCH_DB, "BENCH_REDIS_DB": str(BENCH_REDIS_DB)}
@@ -205,6 +239,7 @@ async def main(quick: bool) -> None:
     settings = bench_settings()
     await recreate_database(settings)
     claim_result = await bench_claim(settings, 100_000 if not quick else 20_000, 300 if quick else 2000)
+    claim_result["sql_only"] = await bench_claim_sql(settings, 300 if quick else 2000)
     steps_tasks = 100 if quick else 400
     one = await bench_steps(settings, 1, steps_tasks)
     two = await bench_steps(settings, 2, steps_tasks)
@@ -216,6 +251,12 @@ async def main(quick: bool) -> None:
             f"{claim_result['table_size']:,} tasks, batch {claim_result['batch']}",
         ),
         ("claim p99 (ms)", f"{claim_result['p99_ms']:.3f}", "target <= 2 ms"),
+        (
+            "claim SQL only p50 (ms)",
+            f"{claim_result['sql_only']['p50_ms']:.3f}",
+            "same statement, bare asyncpg",
+        ),
+        ("claim SQL only p99 (ms)", f"{claim_result['sql_only']['p99_ms']:.3f}", ""),
         (
             "steps/s, 1 worker",
             f"{one['steps_per_second']:.0f}",
