@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from app.tasks import repository
+from app.tasks.channel import StatementChannel
 from app.tasks.registry import TaskRegistry, default_registry
 from app.tasks.runner import TaskRunner
 from app.tasks.step import TaskDeps
@@ -32,11 +33,13 @@ class RunSummary:
     errors: list[BaseException] = field(default_factory=list)
 
 
-async def claim(deps: TaskDeps, owner: str, limit: int) -> list[TaskView]:
-    """Lease up to `limit` due tasks to `owner` in one short transaction."""
+async def claim(
+    deps: TaskDeps, owner: str, limit: int, channel: StatementChannel | None = None
+) -> list[TaskView]:
+    """Lease up to `limit` due tasks to `owner` in one statement (its own short transaction)."""
     now = deps.clock()
     lease_until = now + timedelta(seconds=deps.settings.long_task_lock_timeout_seconds)
-    async with deps.autocommit() as connection:  # one statement: no BEGIN/COMMIT round trips
+    async with channel.use() if channel is not None else deps.autocommit() as connection:
         return await repository.claim_tasks(
             connection, owner=owner, now=now, lease_until=lease_until, limit=limit
         )
@@ -59,14 +62,27 @@ async def run_due_tasks(
     owner = f"{deps.worker_id}:{uuid.uuid4().hex[:8]}"
     budget = deps.settings.long_task_run_budget_seconds if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
+    async with StatementChannel(deps) as channel:
+        summary = await _run(deps, registry, owner, deadline, channel)
+    if time.monotonic() >= deadline:
+        async with deps.session_factory() as session:
+            summary.more_due = await repository.any_due(session, deps.clock())
+    if summary.errors:
+        raise summary.errors[0]
+    return summary
+
+
+async def _run(
+    deps: TaskDeps, registry: TaskRegistry, owner: str, deadline: float, channel: StatementChannel
+) -> RunSummary:
     batch = deps.settings.long_task_poll_batch_size
-    runner = TaskRunner(deps, registry, owner, deadline)
+    runner = TaskRunner(deps, registry, owner, deadline, channel)
     summary = RunSummary()
     running: set[asyncio.Task[int]] = set()
     try:
         while True:
             if len(running) < batch and time.monotonic() < deadline and not summary.errors:
-                claimed = await claim(deps, owner, batch - len(running))
+                claimed = await claim(deps, owner, batch - len(running), channel)
                 summary.claimed += len(claimed)
                 running.update(asyncio.create_task(runner.run(task)) for task in claimed)
             if not running:
@@ -82,11 +98,6 @@ async def run_due_tasks(
     except Exception:  # a claim failed: let the runners finish and release before reporting it
         await asyncio.gather(*running, return_exceptions=True)
         raise
-    if time.monotonic() >= deadline:
-        async with deps.session_factory() as session:
-            summary.more_due = await repository.any_due(session, deps.clock())
-    if summary.errors:
-        raise summary.errors[0]
     return summary
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, func, literal, or_, select, text, update
+from sqlalchemy import Integer, Row, Table, bindparam, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.tasks.models import FINAL_STATUSES, LongTask
@@ -73,15 +73,8 @@ async def list_tasks(
     return [to_view(row) for row in (await session.execute(statement)).all()]
 
 
-async def claim_tasks(
-    session: AsyncSession | AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
-) -> list[TaskView]:
-    """Lease up to `limit` due, unleased (or lease-expired) tasks: highest priority, oldest first.
-
-    One statement: the CTE locks the rows it picks with SKIP LOCKED (so concurrent claimers never
-    wait for or pick the same rows) and the UPDATE sets the lease in the same statement, so it is
-    atomic even in autocommit mode.
-    """
+def _claim_statement() -> Any:
+    now = bindparam("now", type_=TASKS.c.next_run_at.type)
     picked = (
         select(TASKS.c.id)
         .where(
@@ -90,17 +83,38 @@ async def claim_tasks(
             or_(TASKS.c.lease_expires_at.is_(None), TASKS.c.lease_expires_at <= now),
         )
         .order_by(TASKS.c.priority.desc(), TASKS.c.id)
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer()))
         .with_for_update(skip_locked=True)
         .cte("picked")
     )
-    statement = (
+    return (
         update(TASKS)
         .where(TASKS.c.id == picked.c.id)
-        .values(lease_owner=owner, lease_expires_at=lease_until, status="running", updated_at=func.now())
+        .values(
+            lease_owner=bindparam("owner"),
+            lease_expires_at=bindparam("lease_until", type_=TASKS.c.lease_expires_at.type),
+            status="running",
+            updated_at=func.now(),
+        )
         .returning(*TASKS.c)
     )
-    rows = [to_view(row) for row in (await session.execute(statement)).all()]
+
+
+_CLAIM = _claim_statement()  # built once: the claim is the hottest statement of the engine
+
+
+async def claim_tasks(
+    session: AsyncSession | AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
+) -> list[TaskView]:
+    """Lease up to `limit` due, unleased (or lease-expired) tasks: highest priority, oldest first.
+
+    One statement: the CTE locks the rows it picks with SKIP LOCKED (so concurrent claimers never
+    wait for or pick the same rows) and the UPDATE sets the lease in the same statement, so it is
+    atomic even in autocommit mode. `ix_long_tasks_claimable` serves the CTE: it walks the index in
+    (priority DESC, id) order and stops after `limit` claimable rows.
+    """
+    params = {"now": now, "limit": limit, "owner": owner, "lease_until": lease_until}
+    rows = [to_view(row) for row in (await session.execute(_CLAIM, params)).all()]
     rows.sort(key=lambda view: (-view.priority, view.id))
     return rows
 

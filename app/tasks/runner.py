@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from app.errors import PermanentError, ValidationError
 from app.failures.guard import is_transient
 from app.tasks import outcome, repository
+from app.tasks.channel import StatementChannel
 from app.tasks.registry import CANCELED, FAILED, FINAL_STATES, TaskRegistry, TaskType
 from app.tasks.step import StepContext, TaskCanceled, TaskDeps
 from app.tasks.views import TaskView
@@ -44,8 +45,16 @@ class LeaseLost(Exception):
 class TaskRunner:
     """Runs one claimed task until it ends, waits, backs off, loses its lease or the budget runs out."""
 
-    def __init__(self, deps: TaskDeps, registry: TaskRegistry, owner: str, deadline: float) -> None:
+    def __init__(
+        self,
+        deps: TaskDeps,
+        registry: TaskRegistry,
+        owner: str,
+        deadline: float,
+        channel: StatementChannel | None = None,
+    ) -> None:
         self.deps = deps
+        self.channel = channel
         self.registry = registry
         self.owner = owner
         self.deadline = deadline  # time.monotonic() after which no new step starts
@@ -221,7 +230,8 @@ class TaskRunner:
             and not ends_child
             and status != CANCELED
         ):
-            async with self.deps.autocommit() as connection:  # nothing else to write: one statement
+            single = self.channel.use() if self.channel is not None else self.deps.autocommit()
+            async with single as connection:  # nothing else to write: one statement
                 cancel = await repository.commit_step(
                     connection, task_id=task.id, owner=self.owner, values=full
                 )
