@@ -158,6 +158,8 @@ class TaskRunner:
         if next_state not in task_type.states[state].goes_to:
             allowed = ", ".join(task_type.states[state].goes_to)
             raise BadTransition(f"handler of state {state!r} returned {next_state!r}, not one of: {allowed}")
+        if ctx.children_to_spawn and next_state in FINAL_STATES:
+            raise BadTransition(f"state {state!r} spawned children but moved to final state {next_state!r}")
         if task_type.on_change is not None and next_state != state:
             await task_type.on_change(ctx, state, next_state)
         return next_state

@@ -192,4 +192,24 @@ QUICK_CHILD = TaskType(
     states={"work": State(quick, (FINISHED,))},
 )
 
-TASK_TYPES: list[TaskType] = [THREE_STEPS, FAILING, LOOPING, PARENT, UNTIL_CANCELED, QUICK_CHILD]
+
+async def wander(ctx: StepContext) -> str:
+    return "nowhere"
+
+
+BAD_TRANSITION = TaskType(
+    name="test_bad_transition",
+    input_model=Empty,
+    initial="work",
+    states={"work": State(wander, (FINISHED,))},
+)
+
+TASK_TYPES: list[TaskType] = [
+    THREE_STEPS,
+    FAILING,
+    LOOPING,
+    PARENT,
+    UNTIL_CANCELED,
+    QUICK_CHILD,
+    BAD_TRANSITION,
+]

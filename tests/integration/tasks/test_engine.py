@@ -115,6 +115,18 @@ async def test_a_task_that_keeps_revisiting_a_state_fails_with_a_clear_reason(
     )
 
 
+async def test_a_handler_returning_an_undeclared_state_fails_the_task_without_retries(
+    settings: Settings, client: MemoryClient
+) -> None:
+    task = await client.create_task("test_bad_transition", {})
+    await run_burst(settings)
+    failed = await client.get_task(task.id)
+    assert failed.status == "failed" and failed.state == "work" and failed.steps_run == 0
+    assert [(entry["kind"], entry["message"]) for entry in failed.errors] == [
+        ("bad_transition", "handler of state 'work' returned 'nowhere', not one of: finished")
+    ]
+
+
 async def test_job_timeout_mid_step_is_a_failed_try_not_a_stranded_task(
     client: MemoryClient, redis: ArqRedis, settings: Settings
 ) -> None:
