@@ -30,6 +30,8 @@ class LongTask(Base):
             postgresql_where=text("status IN ('queued', 'running')"),
         ),
         Index("ix_long_tasks_status_type", "status", "task_type"),
+        # room on each page lets step commits and heartbeats (no indexed column changes) be HOT updates
+        {"postgresql_with": {"fillfactor": "70"}},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
