@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     # --- Long tasks -------------------------------------------------------------------------------
     long_task_poll_batch_size: int = Field(5, ge=1)
     long_task_lock_timeout_seconds: int = Field(1800, ge=10)  # lease; a dead worker's task is taken after it
-    long_task_job_timeout_seconds: int = Field(3600, ge=1)
+    # bounds one step; also, as arq's longest timeout, how long a killed worker's arq job waits to re-run
+    long_task_job_timeout_seconds: int = Field(900, ge=1)
     long_task_heartbeat_seconds: int = Field(60, ge=1)  # lease renewal during a step; at most half the lease
     long_task_run_budget_seconds: int = Field(300, ge=1)  # a job starts new steps this long, then releases
     long_task_max_attempts: int = Field(5, ge=1)  # tries of one step, unless the task type says otherwise

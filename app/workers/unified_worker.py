@@ -82,6 +82,7 @@ def job_functions(settings: Settings) -> list[Function]:
             _coroutine(task_jobs.task_run_long_tasks),
             name=JOB_RUN_LONG_TASKS,
             timeout=settings.long_task_job_timeout_seconds,
+            keep_result=0,  # every create/cancel/retry kicks a run; their results would only pile up
         ),
     ]
 
