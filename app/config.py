@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     """All settings; env names are the field names upper-cased (`L2_QUEUE_MAX_LEN`, ...)."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", validate_default=True, env_ignore_empty=True  # VAR= means unset
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+        env_ignore_empty=True,  # VAR= means unset
     )
 
     # --- Redis: one REDIS_URL, or the parts -------------------------------------------------
@@ -165,6 +168,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"L2_QUEUE_TRIGGER_THRESHOLD={self.l2_queue_trigger_threshold}: must not exceed "
                 f"L2_QUEUE_MAX_LEN={self.l2_queue_max_len}"
+            )
+        if self.l2_lock_wait_seconds >= self.l2_job_timeout_seconds:
+            raise ValueError(
+                f"L2_LOCK_WAIT_SECONDS={self.l2_lock_wait_seconds:g}: must be less than "
+                f"L2_JOB_TIMEOUT_SECONDS={self.l2_job_timeout_seconds}"
             )
         if self.long_task_heartbeat_seconds * 2 > self.long_task_lock_timeout_seconds:
             raise ValueError(

@@ -6,7 +6,13 @@ Each domain keeps its tables in its own package; this module only gathers them.
 from __future__ import annotations
 
 from app.db.base import Base
-from app.evolve.models import GroupDistillationDay, GroupMemory, GroupMemoryVersion
+from app.evolve.models import (
+    EvolveDailyRun,
+    GroupChatCursor,
+    GroupDistillationDay,
+    GroupMemory,
+    GroupMemoryVersion,
+)
 from app.failures.models import JobFailure
 from app.l2.models import ChatMessage, TopicMemory, TopicMemoryVersion
 from app.llm.models import LlmCall
@@ -15,6 +21,8 @@ from app.tasks.models import LongTask
 __all__ = [
     "Base",
     "ChatMessage",
+    "EvolveDailyRun",
+    "GroupChatCursor",
     "GroupDistillationDay",
     "GroupMemory",
     "GroupMemoryVersion",

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.context import utc_now
-from app.errors import NotFoundError, TransientError
+from app.errors import AppError, NotFoundError, TransientError
 from app.l2 import repository as repo
 from app.l2.folding import fold_messages, message_in
 from app.l2.redis_state import L2RedisState
@@ -39,7 +39,7 @@ from app.l2.schemas import (
     UpdateOutcome,
 )
 from app.l2.validation import validate_messages
-from app.llm.accounting import record_usage
+from app.llm.accounting import record_failed_usage, record_usage
 from app.llm.base import MemoryModel, Topic
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,16 @@ async def update_topic_memory(
                 f"chat {chat_id!r} is being updated elsewhere: {_RETRYABLE_SQLSTATES[code]} "
                 f"(L2_LOCK_WAIT_SECONDS={deps.settings.l2_lock_wait_seconds:g})"
             ) from exc
+        raise
+    except AppError as exc:  # a failed model call still cost tokens: account for it, then fail as before
+        await record_failed_usage(
+            deps.session_factory,
+            exc,
+            job_id=job_id,
+            purpose="topics",
+            subject_kind="chat",
+            subject_id=chat_id,
+        )
         raise
     follow_up = await deps.state.after_update(
         chat_id,

@@ -161,3 +161,11 @@ def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "")
     settings = load_settings()
     assert settings.database_url is None and settings.redis_url is None
+
+
+def test_lock_wait_must_be_shorter_than_the_update_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("L2_LOCK_WAIT_SECONDS", "200")
+    with pytest.raises(
+        ConfigError, match="L2_LOCK_WAIT_SECONDS=200: must be less than L2_JOB_TIMEOUT_SECONDS=120"
+    ):
+        load_settings()

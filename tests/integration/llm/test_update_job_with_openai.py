@@ -151,6 +151,8 @@ async def test_an_answer_invalid_twice_is_a_recorded_failure_with_the_raw_answer
     assert "'t42' is not a current topic" in failure.reason
     assert json.loads(failure.details["raw_answer"]) == invented
     assert len(fake_openai.requests) == 2  # one repair, no job retry for a permanent failure
+    calls = await llm_rows(session_factory)  # both answered calls cost tokens and are accounted
+    assert len(calls) == 2 and all(call.subject_id == CHAT for call in calls)
 
 
 async def test_a_429_with_retry_after_reruns_the_job_after_that_delay(
@@ -181,6 +183,10 @@ async def test_a_500_on_every_try_is_recorded_and_the_messages_stay_pending(
     [failure] = await failures(session_factory)
     assert (failure.error_type, failure.job_try) == ("LlmUnavailable", 2)
     assert failure.reason == "LLM unavailable (500): upstream exploded"
+    assert [call.ok for call in await llm_rows(session_factory)] == [
+        False,
+        False,
+    ]  # each failed try is visible
     memory = await llm_client.get_topic_memory(CHAT)
     assert (memory.version, memory.pending_count) == (0, 3)
 
