@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     postgres_db: str = "memory_worker"
     db_pool_size: int = Field(10, ge=1)
     db_connect_retries: int = Field(5, ge=0)
+    # Off: a ping costs extra round trips per checkout (it halved single-message recording); a dead
+    # connection is instead detected on use, the pool is recycled and the job retries. Turn it on
+    # behind proxies that silently drop idle connections.
+    db_pool_pre_ping: bool = False
 
     # --- Worker (arq) -------------------------------------------------------------------------
     arq_queue_name: str = Field("arq:queue", min_length=1)

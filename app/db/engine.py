@@ -8,12 +8,16 @@ from app.config import Settings
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """One pooled engine per process; `pool_pre_ping` survives a database restart."""
+    """One pooled engine per process.
+
+    After a database restart the first statement on each stale connection fails; SQLAlchemy then
+    invalidates the whole pool, and our callers retry (jobs via the guard, recording once itself).
+    """
     return create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.db_pool_pre_ping,
     )
 
 

@@ -72,10 +72,14 @@ async def record_messages(deps: L2Deps, items: Iterable[NewMessage | Mapping[str
     A message already recorded (same chat_id and message_id) is skipped and counted as a duplicate.
     Raises `ValidationError` naming `messages[i].field` before anything is written."""
     messages = validate_messages(items, deps.settings.message_max_bytes)
-    async with deps.session_factory() as session:
-        # one statement is atomic by itself: autocommit spares the BEGIN and COMMIT round trips
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        inserted = await repo.insert_messages(session, messages)
+    try:
+        inserted = await _insert(deps, messages)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        # a pooled connection died (database restart): the pool is recycled now; the insert is
+        # idempotent (ON CONFLICT DO NOTHING), so one more try is safe
+        inserted = await _insert(deps, messages)
     new_per_chat = Counter(inserted)
     result = RecordResult(recorded=len(inserted), duplicates=len(messages) - len(inserted))
     if not new_per_chat:
@@ -93,6 +97,13 @@ async def record_messages(deps: L2Deps, items: Iterable[NewMessage | Mapping[str
         )
         return RecordResult(result.recorded, result.duplicates, [], scheduled=False)
     return RecordResult(result.recorded, result.duplicates, enqueued)
+
+
+async def _insert(deps: L2Deps, messages: list[NewMessage]) -> list[str]:
+    async with deps.session_factory() as session:
+        # one statement is atomic by itself: autocommit spares the BEGIN and COMMIT round trips
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return await repo.insert_messages(session, messages)
 
 
 async def request_update(deps: L2Deps, chat_id: str) -> str | None:
