@@ -57,6 +57,7 @@ PARKED_QUEUE = "bench:l2:parked"
 LEGACY_QUEUE = "legacy:l2:queue:"
 LEGACY_LAST = "legacy:l2:last:"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CALLERS = 16  # concurrent single-message callers, as the request handlers of a chat API
 
 
 def bench_settings() -> Settings:
@@ -128,6 +129,19 @@ async def bench_recording(settings: Settings, single: int, batches: int) -> dict
                 f"single-{n % 500}", f"m{n}", "a message recorded on its own", sent_at=T0
             )
         single_seconds = time.perf_counter() - started
+
+        async def caller(index: int, count: int) -> None:  # one request handler of a chat API
+            for n in range(count):
+                await client.record_message(
+                    f"conc-{(index * count + n) % 500}",
+                    f"c{index}-{n}",
+                    "a message recorded on its own",
+                    sent_at=T0,
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(index, single // CALLERS) for index in range(CALLERS)))
+        concurrent_seconds = time.perf_counter() - started
         payloads = [_messages(range(b * 100, (b + 1) * 100), 10, prefix="batch") for b in range(batches)]
         started = time.perf_counter()
         enqueued = 0
@@ -137,6 +151,8 @@ async def bench_recording(settings: Settings, single: int, batches: int) -> dict
     return {
         "single_messages": single,
         "single_per_second": round(single / single_seconds),
+        "single_concurrent_callers": CALLERS,
+        "single_concurrent_per_second": round(single // CALLERS * CALLERS / concurrent_seconds),
         "batched_messages": batches * 1000,
         "batched_per_second": round(batches * 1000 / batch_seconds),
         "batched_jobs_enqueued": enqueued,
@@ -350,7 +366,12 @@ async def bench_latency(settings: Settings, samples: int) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     rec, latency = results["recording"], results["latency"]
     rows = [
-        ("record, 1 per call (msg/s)", f"{rec['single_per_second']:,}", "target >= 1,000"),
+        ("record, 1 per call (msg/s)", f"{rec['single_per_second']:,}", "one caller; target >= 1,000"),
+        (
+            "record, 1 per call (msg/s)",
+            f"{rec['single_concurrent_per_second']:,}",
+            f"{rec['single_concurrent_callers']} concurrent callers",
+        ),
         ("record, 1,000 per call (msg/s)", f"{rec['batched_per_second']:,}", "target >= 30,000"),
     ]
     for lookup in results["lookup"]:

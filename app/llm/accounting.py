@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,24 +33,27 @@ async def record_usage(
     subject_kind: str,
     subject_id: str,
 ) -> None:
-    """Add one `llm_calls` row per usage; the caller commits."""
-    for usage in usages:
-        session.add(
-            LlmCall(
-                job_id=job_id,
-                provider=usage.provider,
-                model=usage.model,
-                purpose=purpose,
-                subject_kind=subject_kind,
-                subject_id=subject_id,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                latency_ms=usage.latency_ms,
-                cost_usd=usage.cost_usd,
-                ok=usage.ok,
-                error=usage.error,
-            )
-        )
+    """Insert one `llm_calls` row per usage in one Core statement (no ORM flush: this runs in every
+    topic update); the caller commits."""
+    rows = [
+        {
+            "job_id": job_id,
+            "provider": usage.provider,
+            "model": usage.model,
+            "purpose": purpose,
+            "subject_kind": subject_kind,
+            "subject_id": subject_id,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "latency_ms": usage.latency_ms,
+            "cost_usd": usage.cost_usd,
+            "ok": usage.ok,
+            "error": usage.error,
+        }
+        for usage in usages
+    ]
+    if rows:
+        await session.execute(insert(LlmCall), rows)
 
 
 def usage_of(exc: BaseException) -> list[Usage]:
