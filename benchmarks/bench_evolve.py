@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,9 +26,7 @@ from typing import Any
 from arq import create_pool
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.config import Settings, load_settings
 from app.db.engine import create_engine, create_session_factory
-from app.db.models import Base
 from app.evolve.daily import fan_out_daily
 from app.evolve.service import OUTCOME_DISTILLED, OUTCOME_UNCHANGED, distil_group
 from app.l2.models import TopicMemory, TopicMemoryVersion
@@ -37,9 +34,10 @@ from app.llm.base import Topic
 from app.llm.offline import OfflineMemoryModel
 from app.redis_settings import build_redis_settings
 from app.serialization import deserialize, serialize
+from benchmarks.common import bench_settings, percentile, recreate_database
 
-BENCH_DB = os.environ.get("BENCH_POSTGRES_DB", "memory_worker_bench_evolve")
-BENCH_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "3"))
+DEFAULT_DB = "memory_worker_bench_evolve"
+DEFAULT_REDIS_DB = 3
 RESULTS = Path(__file__).resolve().parent / "results" / "evolve.json"
 CHATS = 5
 CONCURRENCY = 20
@@ -50,28 +48,6 @@ POINTS = [
     "Deploys must always go through {tool} CI",
     "Which region should host {tool}?",
 ]
-
-
-def bench_settings() -> Settings:
-    return load_settings(postgres_db=BENCH_DB, redis_db=BENCH_REDIS_DB, database_url=None, redis_url=None)
-
-
-async def recreate_database(settings: Settings) -> None:
-    import asyncpg
-
-    admin = settings.sqlalchemy_url.replace("postgresql+asyncpg", "postgresql", 1).replace(
-        f"/{BENCH_DB}", "/postgres"
-    )
-    connection = await asyncpg.connect(admin)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    finally:
-        await connection.close()
-    engine = create_engine(settings)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    await engine.dispose()
 
 
 def topics(group: int, chat: int) -> list[dict[str, Any]]:
@@ -114,11 +90,6 @@ async def seed(factory: async_sessionmaker[AsyncSession], groups: int) -> None:
                 )
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
 async def distil_all(factory: async_sessionmaker[AsyncSession], groups: int, expected: str) -> dict[str, Any]:
     model = OfflineMemoryModel()
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -145,7 +116,7 @@ async def distil_all(factory: async_sessionmaker[AsyncSession], groups: int, exp
 
 async def main(quick: bool) -> None:
     groups = 50 if quick else 300
-    settings = bench_settings()
+    settings = bench_settings(DEFAULT_DB, DEFAULT_REDIS_DB)
     await recreate_database(settings)
     engine = create_engine(settings)
     factory = create_session_factory(engine)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,23 +33,21 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from alembic import command
 from arq.jobs import serialize_job
-from redis.asyncio import Redis
 
 from app.client import MemoryClient
-from app.config import Settings, load_settings
+from app.config import Settings
 from app.constants import L2_DUE_AT
-from app.db.engine import create_engine
 from app.db.models import Base
-from app.db.schema_check import alembic_config
 from app.l2.redis_state import L2RedisState
 from app.l2.schemas import NewMessage
 from app.serialization import serialize
+from benchmarks.common import bench_settings, percentile, recreate_database, redis_client
 from benchmarks.l2_noop_worker import NOOP_JOB, READY_LINE
+from tests.support.settings import settings_env
 
-BENCH_DB = os.environ.get("BENCH_POSTGRES_DB", "memory_worker_bench_l2")
-BENCH_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "11"))
+DEFAULT_DB = "memory_worker_bench_l2"
+DEFAULT_REDIS_DB = 11
 RESULTS = Path(__file__).resolve().parent / "results" / "l2.json"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARKED_QUEUE = "bench:l2:parked"
@@ -60,15 +57,6 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CALLERS = 16  # concurrent single-message callers, as the request handlers of a chat API
 
 
-def bench_settings() -> Settings:
-    return load_settings(postgres_db=BENCH_DB, redis_db=BENCH_REDIS_DB, database_url=None, redis_url=None)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
 def _pg_url(settings: Settings) -> str:
     return settings.sqlalchemy_url.replace("postgresql+asyncpg", "postgresql", 1)
 
@@ -76,27 +64,14 @@ def _pg_url(settings: Settings) -> str:
 async def reset(settings: Settings, *, recreate: bool = False) -> None:
     """Empty the bench database (recreated, schema from the models, stamped at head) and Redis db."""
     if recreate:
-        admin = await asyncpg.connect(_pg_url(settings).replace(f"/{BENCH_DB}", "/postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-            await admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
-        finally:
-            await admin.close()
-        engine = create_engine(settings)
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-        await engine.dispose()
-        config = alembic_config()
-        config.set_main_option("sqlalchemy.url", settings.sqlalchemy_url.replace("%", "%%"))
-        config.attributes["configure_logger"] = False
-        await asyncio.to_thread(command.stamp, config, "head")  # alembic runs its own event loop
+        await recreate_database(settings)
     else:
         connection = await asyncpg.connect(_pg_url(settings))
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
         await connection.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
         await connection.execute("VACUUM ANALYZE")
         await connection.close()
-    redis = Redis(host=settings.redis_host, port=settings.redis_port, db=BENCH_REDIS_DB)
+    redis = redis_client(settings)
     await redis.flushdb()
     await redis.aclose()
 
@@ -165,7 +140,7 @@ async def bench_recording(settings: Settings, single: int, batches: int) -> dict
 async def bench_lookup(settings: Settings, chats: int) -> dict[str, Any]:
     """Same chats, same 5% due, in both layouts; each lookup must find exactly the due chats."""
     await reset(settings)
-    redis = Redis(host=settings.redis_host, port=settings.redis_port, db=BENCH_REDIS_DB)
+    redis = redis_client(settings)
     now = time.time()
     force = settings.l2_force_update_after_minutes * 60
     due_every = 20  # 5%
@@ -243,10 +218,8 @@ class Proc:
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env = settings_env(settings)
     env.update(
-        POSTGRES_DB=BENCH_DB,
-        REDIS_DB=str(BENCH_REDIS_DB),
         L2_QUEUE_TRIGGER_THRESHOLD=str(settings.l2_queue_trigger_threshold),
         PYTHONUNBUFFERED="1",
     )
@@ -255,7 +228,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
 
 async def _drain(settings: Settings, workers: int, target: str, ready: str) -> float:
     """Park the queue, start `workers` processes, release the queue, time until it is empty."""
-    redis = Redis(host=settings.redis_host, port=settings.redis_port, db=BENCH_REDIS_DB)
+    redis = redis_client(settings)
     queue = settings.arq_queue_name
     await redis.rename(queue, PARKED_QUEUE)
     processes = [Proc(target, _worker_env(settings), ready) for _ in range(workers)]
@@ -303,7 +276,7 @@ async def bench_folding(settings: Settings, chats: int, workers: int) -> dict[st
 
 async def bench_noop(settings: Settings, jobs: int, workers: int) -> dict[str, Any]:
     await reset(settings)
-    redis = Redis(host=settings.redis_host, port=settings.redis_port, db=BENCH_REDIS_DB)
+    redis = redis_client(settings)
     now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=False) as pipe:
         for n in range(jobs):
@@ -402,7 +375,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 async def main(quick: bool) -> None:
-    settings = bench_settings()
+    settings = bench_settings(DEFAULT_DB, DEFAULT_REDIS_DB)
     await reset(settings, recreate=True)
     results: dict[str, Any] = {"quick": quick}
     results["recording"] = await bench_recording(settings, 300 if quick else 3000, 5 if quick else 50)

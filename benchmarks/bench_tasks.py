@@ -29,17 +29,17 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from app.config import Settings, load_settings
+from app.config import Settings
 from app.context import utc_now
 from app.db.engine import create_engine, create_session_factory
-from app.db.models import Base
 from app.tasks.channel import StatementChannel
 from app.tasks.engine import claim, run_due_tasks
 from app.tasks.registry import FINISHED, State, TaskRegistry, TaskType
 from app.tasks.step import StepContext, TaskDeps
+from benchmarks.common import bench_settings, percentile, recreate_database
 
-BENCH_DB = os.environ.get("BENCH_POSTGRES_DB", "memory_worker_bench_tasks")
-BENCH_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "12"))
+DEFAULT_DB = "memory_worker_bench_tasks"
+DEFAULT_REDIS_DB = 12
 RESULTS = Path(__file__).resolve().parent / "results" / "tasks.json"
 STEPS_PER_TASK = 10
 
@@ -65,26 +65,8 @@ BENCH_TYPE = TaskType(
 )
 
 
-def bench_settings() -> Settings:
-    return load_settings(postgres_db=BENCH_DB, redis_db=BENCH_REDIS_DB, database_url=None)
-
-
-async def recreate_database(settings: Settings) -> None:
-    import asyncpg
-
-    admin = settings.sqlalchemy_url.replace("postgresql+asyncpg", "postgresql", 1).replace(
-        f"/{BENCH_DB}", "/postgres"
-    )
-    connection = await asyncpg.connect(admin)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    finally:
-        await connection.close()
-    engine = create_engine(settings)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    await engine.dispose()
+def bench_settings_for_tasks() -> Settings:
+    return bench_settings(DEFAULT_DB, DEFAULT_REDIS_DB)
 
 
 async def fill(settings: Settings, count: int, task_type: str, initial: str) -> None:
@@ -105,11 +87,6 @@ async def fill(settings: Settings, count: int, task_type: str, initial: str) -> 
         await conn.execute(text("COMMIT"))
         await conn.execute(text("VACUUM ANALYZE long_tasks"))
     await engine.dispose()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 async def bench_claim(settings: Settings, table_size: int, claims: int) -> dict[str, Any]:
@@ -183,7 +160,7 @@ async def bench_claim_sql(settings: Settings, claims: int) -> dict[str, Any]:
 
 async def bench_steps(settings: Settings, workers: int, tasks: int) -> dict[str, Any]:
     await fill(settings, tasks, "bench_trivial", "s0")
-    env = {**os.environ, "BENCH_POSTGRES_DB": BENCH_DB, "BENCH_REDIS_DB": str(BENCH_REDIS_DB)}
+    env = {**os.environ, "BENCH_POSTGRES_DB": settings.postgres_db, "BENCH_REDIS_DB": str(settings.redis_db)}
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "benchmarks.bench_tasks", "--worker"],
@@ -222,7 +199,7 @@ async def bench_steps(settings: Settings, workers: int, tasks: int) -> dict[str,
 
 async def worker_main() -> None:
     """One benchmark worker process: wait for "go", run due tasks until none is left, report."""
-    settings = bench_settings()
+    settings = bench_settings_for_tasks()
     engine = create_engine(settings)
     factory = create_session_factory(engine)
     registry = TaskRegistry()
@@ -241,7 +218,7 @@ async def worker_main() -> None:
 
 
 async def main(quick: bool) -> None:
-    settings = bench_settings()
+    settings = bench_settings_for_tasks()
     await recreate_database(settings)
     claim_result = await bench_claim(settings, 100_000 if not quick else 20_000, 300 if quick else 2000)
     claim_result["sql_only"] = await bench_claim_sql(settings, 300 if quick else 2000)

@@ -23,3 +23,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def engine_of(session_factory: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    """The engine a session factory is bound to (for the few paths that skip the ORM session)."""
+    engine = session_factory.kw["bind"]
+    assert isinstance(engine, AsyncEngine)
+    return engine

@@ -11,35 +11,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, String, any_, bindparam, func, insert, select, text, update
+from sqlalchemy import BigInteger, DateTime, any_, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.l2.models import ChatMessage, TopicMemory, TopicMemoryVersion
 from app.l2.schemas import NewMessage
 
-_TEXTS = ARRAY(String())
-_INSERT_MESSAGES = text(
-    """
+_INSERT_MESSAGES_SQL = """
     INSERT INTO chat_messages
         (chat_id, group_id, external_id, user_id, user_name, role, content, sent_at)
     SELECT * FROM unnest(
-        :chat_ids, :group_ids, :external_ids, :user_ids, :user_names, :roles, :contents, :sent_ats
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[]
     )
     ON CONFLICT (chat_id, external_id) DO NOTHING
     RETURNING chat_id
-    """
-).bindparams(
-    bindparam("chat_ids", type_=_TEXTS),
-    bindparam("group_ids", type_=_TEXTS),
-    bindparam("external_ids", type_=_TEXTS),
-    bindparam("user_ids", type_=_TEXTS),
-    bindparam("user_names", type_=_TEXTS),
-    bindparam("roles", type_=_TEXTS),
-    bindparam("contents", type_=_TEXTS),
-    bindparam("sent_ats", type_=ARRAY(DateTime(timezone=True))),
-)
+"""
 
 
 _CREATE_MEMORY = text(
@@ -132,23 +120,33 @@ class PendingChat:
     updated_at: datetime | None
 
 
-async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> list[str]:
+async def insert_messages(
+    connection: AsyncConnection, messages: Sequence[NewMessage], *, checked: bool = False
+) -> list[str]:
     """Insert the batch, skipping (chat_id, external_id) pairs already stored; returns the chat id of
-    every row actually inserted (one entry per new message)."""
-    result = await session.execute(
-        _INSERT_MESSAGES,
-        {
-            "chat_ids": [m.chat_id for m in messages],
-            "group_ids": [m.group_id or m.chat_id for m in messages],
-            "external_ids": [m.message_id for m in messages],
-            "user_ids": [m.user_id for m in messages],
-            "user_names": [m.user_name for m in messages],
-            "roles": [m.role for m in messages],
-            "contents": [m.content for m in messages],
-            "sent_ats": [m.sent_at for m in messages],
-        },
+    every row actually inserted (one entry per new message). Run it outside a transaction: the one
+    statement commits by itself.
+
+    This is the service side's hottest statement (a chat API records every message), so by default
+    it goes straight to the asyncpg connection: no statement compilation or result wrapping, and
+    asyncpg keeps it prepared. `checked=True` sends it through SQLAlchemy instead, which recognises
+    a dead connection and recycles the whole pool (the caller's retry path after a restart)."""
+    params = (
+        [m.chat_id for m in messages],
+        [m.group_id or m.chat_id for m in messages],
+        [m.message_id for m in messages],
+        [m.user_id for m in messages],
+        [m.user_name for m in messages],
+        [m.role for m in messages],
+        [m.content for m in messages],
+        [m.sent_at for m in messages],
     )
-    return list(result.scalars())
+    if checked:
+        result = await connection.exec_driver_sql(_INSERT_MESSAGES_SQL, params)
+        return list(result.scalars())
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    return [row[0] for row in await driver.fetch(_INSERT_MESSAGES_SQL, *params)]
 
 
 async def set_lock_timeout(session: AsyncSession, seconds: float) -> None:

@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.context import utc_now
+from app.db.engine import engine_of
 from app.errors import AppError, NotFoundError, TransientError
 from app.l2 import repository as repo
 from app.l2.folding import fold_messages, message_in
@@ -42,6 +44,13 @@ from app.l2.validation import validate_messages
 from app.llm.accounting import record_failed_usage, record_usage
 from app.llm.base import MemoryModel, Topic
 
+# what the asyncpg driver raises when its connection died (the recording path bypasses SQLAlchemy)
+DRIVER_DISCONNECTS = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InternalClientError,  # a connection the server killed while it sat idle in the pool
+    OSError,
+)
 logger = logging.getLogger(__name__)
 _RETRYABLE_SQLSTATES = {"55P03": "lock wait timed out", "40P01": "deadlock", "40001": "serialization failure"}
 
@@ -72,14 +81,7 @@ async def record_messages(deps: L2Deps, items: Iterable[NewMessage | Mapping[str
     A message already recorded (same chat_id and message_id) is skipped and counted as a duplicate.
     Raises `ValidationError` naming `messages[i].field` before anything is written."""
     messages = validate_messages(items, deps.settings.message_max_bytes)
-    try:
-        inserted = await _insert(deps, messages)
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        # a pooled connection died (database restart): the pool is recycled now; the insert is
-        # idempotent (ON CONFLICT DO NOTHING), so one more try is safe
-        inserted = await _insert(deps, messages)
+    inserted = await _insert(engine_of(deps.session_factory), messages)
     new_per_chat = Counter(inserted)
     result = RecordResult(recorded=len(inserted), duplicates=len(messages) - len(inserted))
     if not new_per_chat:
@@ -99,11 +101,33 @@ async def record_messages(deps: L2Deps, items: Iterable[NewMessage | Mapping[str
     return RecordResult(result.recorded, result.duplicates, enqueued)
 
 
-async def _insert(deps: L2Deps, messages: list[NewMessage]) -> list[str]:
-    async with deps.session_factory() as session:
-        # one statement is atomic by itself: autocommit spares the BEGIN and COMMIT round trips
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        return await repo.insert_messages(session, messages)
+async def _insert(engine: AsyncEngine, messages: list[NewMessage]) -> list[str]:
+    """Insert through the driver; after a dead connection (a database restart), through SQLAlchemy,
+    which recycles the pool. The insert is idempotent (ON CONFLICT DO NOTHING): retrying never
+    doubles a message."""
+    try:
+        return await _insert_once(engine, messages, checked=False)
+    except DRIVER_DISCONNECTS:
+        pass
+    try:
+        return await _insert_once(engine, messages, checked=True)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        return await _insert_once(engine, messages, checked=True)
+
+
+async def _insert_once(engine: AsyncEngine, messages: list[NewMessage], *, checked: bool) -> list[str]:
+    async with engine.connect() as connection:
+        # one statement is atomic by itself: no transaction spares the BEGIN and COMMIT round trips
+        # (the driver path never begins one; SQLAlchemy would, unless told autocommit)
+        if checked:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            return await repo.insert_messages(connection, messages, checked=checked)
+        except DRIVER_DISCONNECTS:
+            await connection.invalidate()  # never hand this connection out again
+            raise
 
 
 async def request_update(deps: L2Deps, chat_id: str) -> str | None:

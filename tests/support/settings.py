@@ -20,16 +20,18 @@ def _with_path(url: str, path: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
-def make_test_settings(postgres_db: str = TEST_POSTGRES_DB, **overrides: Any) -> Settings:
-    """Settings from env, pointed at the test database `postgres_db` and Redis db `TEST_REDIS_DB`."""
+def make_test_settings(
+    postgres_db: str = TEST_POSTGRES_DB, redis_db: int = TEST_REDIS_DB, **overrides: Any
+) -> Settings:
+    """Settings from env (servers, credentials), pointed at database `postgres_db` and Redis db
+    `redis_db`, whether the servers are given as parts or as DATABASE_URL / REDIS_URL."""
     base = load_settings()
-    update: dict[str, Any] = {"postgres_db": postgres_db, "redis_db": TEST_REDIS_DB}
+    update: dict[str, Any] = {"postgres_db": postgres_db, "redis_db": redis_db}
     if base.database_url is not None:
-        update["database_url"] = SecretStr(
-            _with_path(base.database_url.get_secret_value(), f"/{postgres_db}")
-        )
+        database_url = base.database_url.get_secret_value()
+        update["database_url"] = SecretStr(_with_path(database_url, f"/{postgres_db}"))
     if base.redis_url is not None:
-        update["redis_url"] = SecretStr(_with_path(base.redis_url.get_secret_value(), f"/{TEST_REDIS_DB}"))
+        update["redis_url"] = SecretStr(_with_path(base.redis_url.get_secret_value(), f"/{redis_db}"))
     update.update(overrides)
     return load_settings(**update)
 
