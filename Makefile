@@ -39,5 +39,5 @@ check: lint type test ## everything CI runs
 migrate: $(INSTALLED) ## apply the migrations to the configured database
 	$(WITH_SERVICES) $(BIN)/python -m app.prestart
 
-bench: $(INSTALLED) ## run the benchmarks; tables on stdout, JSON in benchmarks/results/
-	$(WITH_SERVICES) sh -c 'for b in benchmarks/bench_*.py; do $(BIN)/python -m benchmarks.$$(basename $$b .py) || exit 1; done'
+bench: $(INSTALLED) ## run the benchmarks (BENCH_ARGS=--quick for a short run); tables on stdout, JSON in benchmarks/results/
+	$(WITH_SERVICES) sh -c 'for b in benchmarks/bench_*.py; do $(BIN)/python -m benchmarks.$$(basename $$b .py) $(BENCH_ARGS) || exit 1; done'
