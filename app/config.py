@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.errors import ConfigError
 from app.llm.pricing import ModelPrice, parse_price_table
 
+FOLD_BATCH_OFFLINE = 50  # L2_FOLD_BATCH_CHATS default with the offline model (measured: see benchmarks)
+FOLD_BATCH_REMOTE = 5  # ... with a remote model: a batch's concurrent calls stay within usual rate limits
 SCAN_INTERVALS_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)  # divisors of an hour: cron-able evenly
 _SECRET_FIELDS = {"redis_password", "postgres_password", "database_url", "redis_url", "llm_api_key"}
 _DAILY_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -74,6 +76,10 @@ class Settings(BaseSettings):
     l2_queue_max_len: int = Field(200, ge=1)  # messages folded by one update at most
     l2_job_timeout_seconds: int = Field(120, ge=1)
     l2_lock_wait_seconds: float = Field(30.0, gt=0)  # an update waits this long for the chat's row lock
+    # chats one update job folds at most: its own, plus other chats whose queued updates have not
+    # started yet (taken off the queue); 1 = one chat per job; unset = 50 offline, 5 with a remote
+    # model (each chat is one model call; a batch makes its calls concurrently)
+    l2_fold_batch_chats: int | None = Field(None, ge=1, le=500)
     message_max_bytes: int = Field(16384, ge=1)  # UTF-8 size limit of one message's content
 
     # --- Evolve / daily consensus -----------------------------------------------------------------
@@ -219,6 +225,13 @@ class Settings(BaseSettings):
         parts = urlsplit(self.sqlalchemy_url)
         host = parts.hostname or parse_qs(parts.query).get("host", [""])[0]
         return f"postgresql://{host}:{parts.port or ''}{parts.path}"
+
+    @property
+    def fold_batch_chats(self) -> int:
+        """L2_FOLD_BATCH_CHATS, or its default for the configured model."""
+        if self.l2_fold_batch_chats is not None:
+            return self.l2_fold_batch_chats
+        return FOLD_BATCH_OFFLINE if self.llm_provider == "offline" else FOLD_BATCH_REMOTE
 
     @property
     def daily_time(self) -> time:

@@ -21,6 +21,7 @@ L2_PENDING_COUNTS = KEY_PREFIX + "l2:pending"  # hash chat_id -> pending message
 L2_DUE_AT = KEY_PREFIX + "l2:due-at"  # zset chat_id -> unix seconds when the chat is due by time
 L2_LAST_UPDATE = KEY_PREFIX + "l2:last-update"  # hash chat_id -> unix seconds of last committed update
 L2_QUEUED_PREFIX = KEY_PREFIX + "l2:queued:"  # string per chat: the arq job id of its one queued update
+L2_QUEUED_CHATS = KEY_PREFIX + "l2:queued-chats"  # zset chat_id -> enqueue ms of its queued update (an index)
 L2_PENDING_SEQ = KEY_PREFIX + "l2:pending-seq"  # hash chat_id -> bumped by every recording of the chat
 EVOLVE_DAILY_JOB_PREFIX = "evolve:daily:"  # arq job id of a daily distillation: + "<day>:<group_id>"
 

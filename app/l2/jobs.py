@@ -34,13 +34,19 @@ def _deps(ctx: WorkerContext) -> L2Deps:
 
 async def task_update_topic_memory(ctx: WorkerContext, chat_id: str) -> dict[str, Any]:
     """Fold the chat's oldest pending messages (at most L2_QUEUE_MAX_LEN) into a new topic-memory
-    version, committed with what it consumed; enqueues a follow-up while a backlog at the threshold
-    remains. Safe to enqueue any time; an unknown chat fails once (NotFoundError), recorded."""
+    version, committed with what it consumed, together with up to L2_FOLD_BATCH_CHATS - 1 other
+    chats whose queued updates have not started; enqueues a follow-up while a backlog at the
+    threshold remains. Safe to enqueue any time; an unknown chat fails once (NotFoundError), recorded."""
 
     async def body() -> dict[str, Any]:
         chat = validate_chat_id(chat_id)
         outcome = await update_topic_memory(
-            _deps(ctx), ctx["memory_model"], chat, job_id=ctx.get("job_id"), job_try=ctx.get("job_try")
+            _deps(ctx),
+            ctx["memory_model"],
+            chat,
+            job_id=ctx.get("job_id"),
+            job_try=ctx.get("job_try"),
+            batch_chats=ctx["settings"].fold_batch_chats,
         )
         return outcome.as_dict()
 

@@ -10,6 +10,9 @@ NULL), so everything here can be rebuilt by `reconcile` after a flush. Keys (`ap
                              the threshold or it was never updated, else last update + force period
     L2_LAST_UPDATE     hash  chat -> unix seconds of its last committed update
     L2_QUEUED_PREFIX   string per chat: the arq job id of its queued update
+    L2_QUEUED_CHATS    zset  chat -> enqueue ms of that update: the index an update job takes
+                             other chats' not-yet-started updates from (`take_queued`); entries of
+                             started or vanished jobs are dropped lazily
 
 Each operation is ONE Lua script call. "A queued update exists" means: the marker names a job whose
 arq job key exists and that is not in progress, so a started, finished, failed or killed job never
@@ -24,9 +27,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from arq.constants import expires_extra_ms, in_progress_key_prefix, job_key_prefix
+from arq.constants import expires_extra_ms, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
@@ -37,6 +41,7 @@ from app.constants import (
     L2_LAST_UPDATE,
     L2_PENDING_COUNTS,
     L2_PENDING_SEQ,
+    L2_QUEUED_CHATS,
     L2_QUEUED_PREFIX,
 )
 from app.serialization import serialize
@@ -49,7 +54,7 @@ local threshold = tonumber(ARGV[6])
 local force = tonumber(ARGV[7])
 local enqueue_ms = tonumber(ARGV[8])
 local now = string.format('%.3f', now_ms / 1000)
-local counts, seq, due, last, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local counts, seq, due, last, queue, queued_chats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
 local function claim(chat, job_id, payload)
   local marker = queued_prefix .. chat
@@ -61,6 +66,7 @@ local function claim(chat, job_id, payload)
   redis.call('SET', marker, job_id, 'PX', expires_ms)
   redis.call('SET', job_prefix .. job_id, payload, 'PX', expires_ms)
   redis.call('ZADD', queue, enqueue_ms, job_id)
+  redis.call('ZADD', queued_chats, enqueue_ms, chat)
   return true
 end
 
@@ -105,33 +111,85 @@ return enqueued
 _UPDATED = (
     _PRELUDE
     + """
-local chat, seq_before, own_job = ARGV[9], ARGV[10], ARGV[13]
-local folded, remaining = tonumber(ARGV[11]), tonumber(ARGV[12])
-local changed = (redis.call('HGET', seq, chat) or '') ~= seq_before
-if own_job ~= '' and redis.call('GET', queued_prefix .. chat) == own_job then
-  redis.call('DEL', queued_prefix .. chat)
+local follow_ups = {}
+for i = 9, #ARGV, 7 do
+  local chat, seq_before, own_job = ARGV[i], ARGV[i + 1], ARGV[i + 4]
+  local folded, remaining = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local changed = (redis.call('HGET', seq, chat) or '') ~= seq_before
+  if own_job ~= '' and redis.call('GET', queued_prefix .. chat) == own_job then
+    redis.call('DEL', queued_prefix .. chat)
+    redis.call('ZREM', queued_chats, chat)
+  end
+  if folded > 0 then redis.call('HSET', last, chat, now) end
+  local n = remaining
+  if changed then
+    local current = tonumber(redis.call('HGET', counts, chat) or '0')
+    if folded > 0 then current = redis.call('HINCRBY', counts, chat, -folded) end
+    n = math.max(current, remaining)
+  end
+  if n > 0 then redis.call('HSET', counts, chat, n) else redis.call('HDEL', counts, chat) end
+  local follow_up = ''
+  if n <= 0 and not changed then
+    redis.call('ZREM', due, chat)
+  elseif n >= threshold then
+    redis.call('ZADD', due, now, chat)
+    if claim(chat, ARGV[i + 5], ARGV[i + 6]) then follow_up = ARGV[i + 5] end
+  else
+    redis.call('ZADD', due, due_by_time(chat), chat)
+  end
+  table.insert(follow_ups, follow_up)
 end
-if folded > 0 then redis.call('HSET', last, chat, now) end
-local n = remaining
-if changed then
-  local current = tonumber(redis.call('HGET', counts, chat) or '0')
-  if folded > 0 then current = redis.call('HINCRBY', counts, chat, -folded) end
-  n = math.max(current, remaining)
-end
-if n > 0 then redis.call('HSET', counts, chat, n) else redis.call('HDEL', counts, chat) end
-if n <= 0 and not changed then
-  redis.call('ZREM', due, chat)
-  return false
-end
-if n >= threshold then
-  redis.call('ZADD', due, now, chat)
-  if claim(chat, ARGV[14], ARGV[15]) then return ARGV[14] end
-  return false
-end
-redis.call('ZADD', due, due_by_time(chat), chat)
-return false
+return follow_ups
 """
 )
+
+# Take up to ARGV[9] other chats' queued updates that have not started (never the chat ARGV[10]):
+# each is removed from arq's queue and its job key deleted, and its in-progress key is written, so a
+# worker that already read it from the queue drops it (arq WATCHes that key before starting a job).
+# A job that ran before (arq's retry key exists) or is deferred (score in the future) is left alone:
+# its retries and backoff stay arq's. Returns [chat, seq, chat, seq, ...], seq read at the same
+# instant; the own chat's seq is ARGV[10]'s, returned first.
+_TAKE = (
+    _PRELUDE
+    + """
+local limit, own, retry_prefix = tonumber(ARGV[9]), ARGV[10], ARGV[11]
+local taken = {own, redis.call('HGET', seq, own) or ''}
+if limit <= 0 then return taken end
+local candidates = redis.call('ZRANGEBYSCORE', queued_chats, '-inf', enqueue_ms, 'LIMIT', 0, limit * 4)
+local count = 0
+for _, chat in ipairs(candidates) do
+  if count >= limit then break end
+  if chat ~= own then
+    local job = redis.call('GET', queued_prefix .. chat)
+    local score = job and redis.call('ZSCORE', queue, job)
+    if not job or redis.call('EXISTS', job_prefix .. job) == 0
+        or redis.call('EXISTS', progress_prefix .. job) == 1 then
+      redis.call('ZREM', queued_chats, chat)  -- started, finished or gone: not ours to take
+    elseif score and tonumber(score) <= enqueue_ms and redis.call('EXISTS', retry_prefix .. job) == 0 then
+      redis.call('ZREM', queue, job)
+      redis.call('DEL', job_prefix .. job, queued_prefix .. chat)
+      redis.call('SET', progress_prefix .. job, 'taken', 'PX', 60000)  -- outlives any WATCH...EXEC
+      redis.call('ZREM', queued_chats, chat)
+      table.insert(taken, chat)
+      table.insert(taken, redis.call('HGET', seq, chat) or '')
+      count = count + 1
+    end
+  end
+end
+return taken
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateDone:
+    """What one chat's update did, for `after_updates`."""
+
+    chat_id: str
+    seq_before: str  # the chat's recording sequence read before the update looked at Postgres
+    folded: int
+    remaining: int
+    own_job_id: str | None  # the job that was queued for this chat, whose marker is released
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -160,9 +218,17 @@ class L2RedisState:
         self._recorded = redis.register_script(_RECORDED)
         self._trigger = redis.register_script(_TRIGGER)
         self._updated = redis.register_script(_UPDATED)
+        self._take = redis.register_script(_TAKE)
 
     def _keys(self) -> list[str]:
-        return [L2_PENDING_COUNTS, L2_PENDING_SEQ, L2_DUE_AT, L2_LAST_UPDATE, self.settings.arq_queue_name]
+        return [
+            L2_PENDING_COUNTS,
+            L2_PENDING_SEQ,
+            L2_DUE_AT,
+            L2_LAST_UPDATE,
+            self.settings.arq_queue_name,
+            L2_QUEUED_CHATS,
+        ]
 
     def _header(self, now_ms: int, enqueue_ms: int) -> list[str | int | bytes]:
         """`now_ms`: the scheduling clock (injectable in jobs); `enqueue_ms`: real time, which arq
@@ -202,6 +268,18 @@ class L2RedisState:
         value: bytes | str | None = await self.redis.hget(L2_PENDING_SEQ, chat_id)  # type: ignore[misc]
         return _text(value) or ""
 
+    async def take_queued(self, chat_id: str, limit: int) -> list[tuple[str, str]]:
+        """Start an update of `chat_id` that also takes up to `limit` other chats whose queued
+        updates have not started yet (oldest first; their arq jobs are removed, so this update owns
+        them). Returns [(chat, seq before), ...], `chat_id` first; one script call.
+
+        Whoever takes a chat must publish it with `after_updates` or hand it back with `trigger`;
+        if it dies instead, the chat stays due and the scan cron enqueues it again."""
+        now_ms = _ms(time.time())
+        args = self._header(now_ms, now_ms) + [limit, chat_id, retry_key_prefix]
+        flat = [_text(v) or "" for v in await self._take(keys=self._keys(), args=args)]
+        return list(zip(flat[::2], flat[1::2], strict=True))
+
     async def after_update(
         self,
         chat_id: str,
@@ -212,24 +290,33 @@ class L2RedisState:
         now: datetime,
         own_job_id: str | None,
     ) -> str | None:
-        """Publish a committed update (or a no-op): reset the chat's count, due time and last update,
-        release its marker, and enqueue a follow-up when the count is still at the threshold;
-        returns the follow-up's job id.
+        """`after_updates` for one chat; returns its follow-up's job id."""
+        done = UpdateDone(chat_id, seq_before, folded, remaining, own_job_id)
+        return (await self.after_updates([done], now))[chat_id]
+
+    async def after_updates(self, updates: Sequence[UpdateDone], now: datetime) -> dict[str, str | None]:
+        """Publish committed updates (or no-ops), one script call: reset each chat's count, due time
+        and last update, release its marker, and enqueue a follow-up when its count is still at the
+        threshold; returns chat -> follow-up job id (None without one).
 
         If no message was recorded since `seq_before` was read, the count is set to exactly
         `remaining` (which also repairs any drift); otherwise the folded messages are subtracted."""
+        if not updates:
+            return {}
         enqueue_ms = _ms(time.time())
-        follow_up = new_job_id()
-        args = self._header(_ms(now.timestamp()), enqueue_ms) + [
-            chat_id,
-            seq_before,
-            folded,
-            remaining,
-            own_job_id or "",
-            follow_up,
-            update_job_payload(chat_id, enqueue_ms),
-        ]
-        return _text(await self._updated(keys=self._keys(), args=args))
+        args = self._header(_ms(now.timestamp()), enqueue_ms)
+        for done in updates:
+            args += [
+                done.chat_id,
+                done.seq_before,
+                done.folded,
+                done.remaining,
+                done.own_job_id or "",
+                new_job_id(),
+                update_job_payload(done.chat_id, enqueue_ms),
+            ]
+        follow_ups = await self._updated(keys=self._keys(), args=args)
+        return {done.chat_id: (_text(job) or None) for done, job in zip(updates, follow_ups, strict=True)}
 
     async def due_chats(self, now: datetime, offset: int, limit: int) -> list[str]:
         """Chats due at `now`, earliest first: one range query on the due index."""

@@ -6,6 +6,7 @@ Hot paths avoid ORM objects: recording inserts a whole batch with one `INSERT ..
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,6 +90,93 @@ _WRITE_VERSION = text(
     bindparam("updated_at", type_=DateTime(timezone=True)),
 )
 
+_CREATE_MEMORIES = text(
+    """
+    INSERT INTO topic_memories (chat_id, group_id)
+    SELECT c.chat_id, first_message.group_id
+    FROM unnest(CAST(:chat_ids AS text[])) AS c(chat_id)
+    CROSS JOIN LATERAL (
+        SELECT group_id FROM chat_messages WHERE chat_id = c.chat_id ORDER BY id LIMIT 1
+    ) AS first_message
+    WHERE NOT EXISTS (SELECT 1 FROM topic_memories t WHERE t.chat_id = c.chat_id)
+    ORDER BY c.chat_id
+    ON CONFLICT (chat_id) DO NOTHING
+    """
+)
+_LOCK_MEMORIES_SKIP_LOCKED = text(
+    """
+    SELECT chat_id, group_id, version, topics, next_topic_number, message_count, updated_at
+    FROM topic_memories WHERE chat_id = ANY(CAST(:chat_ids AS text[]))
+    ORDER BY chat_id
+    FOR UPDATE SKIP LOCKED
+    """
+)
+_PENDING_OF_CHATS = text(
+    """
+    SELECT c.chat_id, m.id, m.user_id, m.user_name, m.role, m.content, m.sent_at, pending.total
+    FROM unnest(CAST(:chat_ids AS text[])) AS c(chat_id)
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS total FROM chat_messages
+        WHERE chat_id = c.chat_id AND topic_version_id IS NULL
+    ) AS pending
+    CROSS JOIN LATERAL (
+        SELECT id, user_id, user_name, role, content, sent_at FROM chat_messages
+        WHERE chat_id = c.chat_id AND topic_version_id IS NULL
+        ORDER BY id
+        LIMIT :limit
+    ) AS m
+    ORDER BY c.chat_id, m.id
+    """
+)
+# One statement for a whole batch: a version per chat, its messages marked folded by it (only those
+# still pending), the chat's memory row updated; returns per chat (messages marked, memory rows).
+# The leading comment names it in pg_stat_activity, which shows only the first 1 kB of a query.
+WRITE_VERSIONS_TAG = "/* l2 write_versions */"
+_WRITE_VERSIONS = text(
+    WRITE_VERSIONS_TAG
+    + """
+    WITH input AS MATERIALIZED (
+        SELECT * FROM unnest(
+            CAST(:chat_ids AS text[]), CAST(:group_ids AS text[]), CAST(:versions AS integer[]),
+            CAST(:topics AS text[]), CAST(:message_counts AS integer[]), CAST(:summarizers AS text[]),
+            CAST(:durations_ms AS integer[]), CAST(:next_topic_numbers AS integer[]),
+            CAST(:total_counts AS bigint[])
+        ) AS i(chat_id, group_id, version, topics, message_count, summarizer, duration_ms,
+               next_topic_number, total_count)
+    ), folding AS MATERIALIZED (
+        SELECT * FROM unnest(CAST(:message_ids AS bigint[]), CAST(:message_chats AS text[]))
+            AS f(message_id, chat_id)
+    ), version AS (
+        INSERT INTO topic_memory_versions (chat_id, group_id, version, topics, message_ids, message_count,
+                                           summarizer, duration_ms, started_at, job_id, job_try)
+        SELECT i.chat_id, i.group_id, i.version, CAST(i.topics AS jsonb),
+               ARRAY(SELECT f.message_id FROM folding f WHERE f.chat_id = i.chat_id ORDER BY f.message_id),
+               i.message_count, i.summarizer, i.duration_ms, :started_at, :job_id, :job_try
+        FROM input i
+        RETURNING id, chat_id
+    ), folded AS (
+        UPDATE chat_messages SET topic_version_id = version.id
+        FROM folding JOIN version ON version.chat_id = folding.chat_id
+        WHERE chat_messages.id = folding.message_id AND chat_messages.topic_version_id IS NULL
+        RETURNING chat_messages.chat_id
+    ), memory AS (
+        UPDATE topic_memories
+        SET version = i.version, topics = CAST(i.topics AS jsonb), next_topic_number = i.next_topic_number,
+            message_count = i.total_count, updated_at = :updated_at
+        FROM input i
+        WHERE topic_memories.chat_id = i.chat_id
+        RETURNING topic_memories.chat_id
+    )
+    SELECT i.chat_id,
+           (SELECT count(*) FROM folded WHERE folded.chat_id = i.chat_id),
+           (SELECT count(*) FROM memory WHERE memory.chat_id = i.chat_id)
+    FROM input i
+    """
+).bindparams(
+    bindparam("started_at", type_=DateTime(timezone=True)),
+    bindparam("updated_at", type_=DateTime(timezone=True)),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class MemoryRow:
@@ -118,6 +206,21 @@ class PendingChat:
     chat_id: str
     pending: int
     updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionWrite:
+    """One chat's new topic-memory version, as `write_versions` writes it."""
+
+    chat_id: str
+    group_id: str
+    version: int
+    topics: list[dict[str, Any]]
+    message_ids: list[int]
+    summarizer: str
+    duration_ms: int
+    next_topic_number: int
+    total_count: int  # messages folded into the chat's memory, these included
 
 
 async def insert_messages(
@@ -185,6 +288,18 @@ async def lock_or_create_memory(
     return None if row is None else MemoryRow(*row)
 
 
+async def lock_more_memories(session: AsyncSession, chat_ids: Sequence[str]) -> list[MemoryRow]:
+    """Lock the memory rows of more chats in this transaction, creating the missing rows of chats
+    that have messages; a row another transaction holds is skipped (SKIP LOCKED), never waited for.
+    Returns the rows locked, in chat id order (a chat with no message and no row is absent)."""
+    if not chat_ids:
+        return []
+    params = {"chat_ids": list(chat_ids)}
+    await session.execute(_CREATE_MEMORIES, params)
+    rows = (await session.execute(_LOCK_MEMORIES_SKIP_LOCKED, params)).all()
+    return [MemoryRow(*row) for row in rows]
+
+
 async def read_memory(session: AsyncSession, chat_id: str) -> MemoryRow | None:
     row = (await session.execute(select(*_memory_columns()).where(TopicMemory.chat_id == chat_id))).first()
     return None if row is None else MemoryRow(*row)
@@ -225,6 +340,51 @@ async def pending_messages(
     if not rows:
         return [], 0
     return [PendingMessage(*row[:6]) for row in rows], int(rows[0][6])
+
+
+async def pending_of_chats(
+    session: AsyncSession, chat_ids: Sequence[str], limit: int
+) -> dict[str, tuple[list[PendingMessage], int]]:
+    """Per chat: its oldest pending messages (at most `limit`) and how many are pending in all; one
+    statement for all chats. A chat with nothing pending is absent."""
+    rows = (await session.execute(_PENDING_OF_CHATS, {"chat_ids": list(chat_ids), "limit": limit})).all()
+    pending: dict[str, tuple[list[PendingMessage], int]] = {}
+    for row in rows:
+        messages, _ = pending.setdefault(row[0], ([], int(row[7])))
+        messages.append(PendingMessage(*row[1:7]))
+    return pending
+
+
+async def write_versions(
+    session: AsyncSession,
+    writes: Sequence[VersionWrite],
+    *,
+    started_at: datetime,
+    updated_at: datetime,
+    job_id: str | None,
+    job_try: int | None,
+) -> dict[str, tuple[int, int]]:
+    """In one statement, per chat: insert its version, mark its messages (those still pending) folded
+    by it and update its memory row. Returns chat -> (messages marked, memory rows updated)."""
+    params = {
+        "chat_ids": [w.chat_id for w in writes],
+        "group_ids": [w.group_id for w in writes],
+        "versions": [w.version for w in writes],
+        "topics": [json.dumps(w.topics, ensure_ascii=False) for w in writes],
+        "message_counts": [len(w.message_ids) for w in writes],
+        "summarizers": [w.summarizer for w in writes],
+        "durations_ms": [w.duration_ms for w in writes],
+        "next_topic_numbers": [w.next_topic_number for w in writes],
+        "total_counts": [w.total_count for w in writes],
+        "message_ids": [i for w in writes for i in w.message_ids],
+        "message_chats": [w.chat_id for w in writes for _ in w.message_ids],
+        "started_at": started_at,
+        "updated_at": updated_at,
+        "job_id": job_id,
+        "job_try": job_try,
+    }
+    rows = (await session.execute(_WRITE_VERSIONS, params)).all()
+    return {str(row[0]): (int(row[1]), int(row[2])) for row in rows}
 
 
 async def insert_version(session: AsyncSession, values: dict[str, Any]) -> int:

@@ -79,6 +79,7 @@ class UpdateOutcome:
     folded: int
     remaining: int  # still pending after this update (a larger backlog is folded in successive runs)
     follow_up_job_id: str | None = None
+    also_folded: dict[str, int] = field(default_factory=dict)  # other chats this job folded -> messages
 
     def as_dict(self) -> dict[str, Any]:
         outcome = "folded" if self.folded else "nothing pending"
@@ -89,4 +90,5 @@ class UpdateOutcome:
             "folded": self.folded,
             "remaining": self.remaining,
             "follow_up_job_id": self.follow_up_job_id,
+            "also_folded": self.also_folded,
         }

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,20 +23,14 @@ from app.llm.base import Usage
 from app.llm.models import LlmCall
 
 logger = logging.getLogger("app.llm")
+LLM_CALLS: Table = cast(Table, LlmCall.__table__)
 
 
-async def record_usage(
-    session: AsyncSession,
-    usages: Iterable[Usage],
-    *,
-    job_id: str | None,
-    purpose: str,
-    subject_kind: str,
-    subject_id: str,
-) -> None:
-    """Insert one `llm_calls` row per usage in one Core statement (no ORM flush: this runs in every
-    topic update); the caller commits."""
-    rows = [
+def usage_rows(
+    usages: Iterable[Usage], *, job_id: str | None, purpose: str, subject_kind: str, subject_id: str
+) -> list[dict[str, Any]]:
+    """The `llm_calls` rows of `usages`, for `insert_usage_rows` (several subjects may share one insert)."""
+    return [
         {
             "job_id": job_id,
             "provider": usage.provider,
@@ -52,8 +47,28 @@ async def record_usage(
         }
         for usage in usages
     ]
+
+
+async def insert_usage_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """One Core insert (no ORM flush: this runs in every topic update); the caller commits."""
     if rows:
-        await session.execute(insert(LlmCall), rows)
+        await session.execute(insert(LLM_CALLS), rows)
+
+
+async def record_usage(
+    session: AsyncSession,
+    usages: Iterable[Usage],
+    *,
+    job_id: str | None,
+    purpose: str,
+    subject_kind: str,
+    subject_id: str,
+) -> None:
+    """Insert one `llm_calls` row per usage; the caller commits."""
+    rows = usage_rows(
+        usages, job_id=job_id, purpose=purpose, subject_kind=subject_kind, subject_id=subject_id
+    )
+    await insert_usage_rows(session, rows)
 
 
 def usage_of(exc: BaseException) -> list[Usage]:

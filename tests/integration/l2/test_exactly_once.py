@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.client import MemoryClient
 from app.config import Settings
 from app.constants import L2_DUE_AT, L2_PENDING_COUNTS
+from app.l2.repository import WRITE_VERSIONS_TAG
 from tests.integration.l2.conftest import THRESHOLD
 from tests.support.l2 import (
     assert_exactly_once,
@@ -28,7 +29,7 @@ from tests.support.l2 import (
 from tests.support.workers import burst_worker
 
 LOCK_MESSAGE = "SELECT 1 FROM chat_messages WHERE id = :id FOR UPDATE"
-UPDATE_BLOCKED = "%UPDATE chat_messages SET topic_version_id%"  # after the model call, before the commit
+UPDATE_BLOCKED = f"%{WRITE_VERSIONS_TAG}%"  # after the model call, before the commit
 
 
 async def test_messages_recorded_while_an_update_runs_are_folded_by_the_next_one(

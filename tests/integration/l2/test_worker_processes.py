@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.client import MemoryClient
 from app.config import Settings
 from app.constants import JOB_UPDATE_TOPIC_MEMORY
+from app.l2.repository import WRITE_VERSIONS_TAG
 from tests.integration.l2.conftest import MAX_LEN, THRESHOLD
 from tests.support.l2 import (
     assert_exactly_once,
@@ -70,7 +71,7 @@ async def _no_backend_waits(engine: AsyncEngine, timeout: float = 30.0) -> None:
         # after the model call and the version insert, before the commit
         (
             "SELECT 1 FROM chat_messages WHERE id = :id FOR UPDATE",
-            "%UPDATE chat_messages SET topic_version_id%",
+            f"%{WRITE_VERSIONS_TAG}%",
         ),
     ],
     ids=["waiting-for-the-chat", "after-the-model-before-commit"],
