@@ -14,7 +14,14 @@ from redis.asyncio import Redis
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.constants import L2_DUE_AT, L2_LAST_UPDATE, L2_PENDING_COUNTS, L2_PENDING_SEQ, L2_QUEUED_PREFIX
+from app.constants import (
+    L2_DUE_AT,
+    L2_LAST_UPDATE,
+    L2_PENDING_COUNTS,
+    L2_PENDING_SEQ,
+    L2_QUEUED_CHATS,
+    L2_QUEUED_PREFIX,
+)
 from app.evolve.models import GroupChatCursor, GroupMemory
 from app.l2.models import ChatMessage, TopicMemory, TopicMemoryVersion
 
@@ -136,6 +143,7 @@ async def forget_chat_in_redis(redis: Redis, chat_id: str) -> int:
         pipe.zrem(L2_DUE_AT, chat_id)
         pipe.hdel(L2_LAST_UPDATE, chat_id)
         pipe.delete(L2_QUEUED_PREFIX + chat_id)
+        pipe.zrem(L2_QUEUED_CHATS, chat_id)
         removed: Sequence[int] = await pipe.execute()
     return sum(int(value) for value in removed)
 
