@@ -35,6 +35,7 @@ MIN_SHARE = 0.2  # share of a message's keywords a topic must know for the messa
 SHORT_REPLY_KEYWORDS = 2  # a reply this short with no match follows the previous message's topic
 
 _LATIN_WORD = re.compile(r"[a-z0-9]+(?:['_-][a-z0-9]+)*", re.IGNORECASE)
+_LOWER_WORD = re.compile(r"[a-z]+")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _STATEMENT_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
 TITLE_MERGE_MAX_CHARS = 4  # CJK bigrams chained into one title word at most this long
@@ -64,6 +65,7 @@ _DECISION_WORDS = frozenset(
 _DECISION_CJK = ("决定", "同意", "需要", "必须", "计划", "截止", "确认", "结论", "安排", "负责")
 
 
+@lru_cache(maxsize=65536)  # chats repeat their words: most lookups are hits
 def _latin_key(word: str) -> str | None:
     word = word.lower().removesuffix("'s")
     if len(word) < 2 or word.isdigit() or word in _EN_STOP:
@@ -78,8 +80,10 @@ def keywords(text: str) -> list[str]:
     return list(_keywords(text))
 
 
-@lru_cache(maxsize=1024)  # one rewrite looks at each statement several times; bounded memory
+@lru_cache(maxsize=4096)  # one rewrite looks at each statement several times; bounded memory
 def _keywords(text: str) -> tuple[str, ...]:
+    if not _CJK_RUN.search(text):  # Latin only: already in order of appearance
+        return tuple(key for word in _LATIN_WORD.findall(text) if (key := _latin_key(word)) is not None)
     found: list[tuple[int, str]] = []
     for match in _LATIN_WORD.finditer(text):
         key = _latin_key(match.group())
@@ -165,7 +169,7 @@ def _salience(text: str, weights: Counter[str]) -> float:
         return 0.0
     score = sum(weights[key] for key in set(keys)) / math.sqrt(len(keys))
     lowered = text.lower()
-    if any(word in _DECISION_WORDS for word in re.findall(r"[a-z]+", lowered)) or any(
+    if any(word in _DECISION_WORDS for word in _LOWER_WORD.findall(lowered)) or any(
         cue in text for cue in _DECISION_CJK
     ):
         score *= 1.5
@@ -190,7 +194,9 @@ def _pick(candidates: list[str], weights: Counter[str], count: int) -> list[str]
 def _title(cluster: _Cluster) -> str:
     text = "\n".join(m.content for m in cluster.messages)
     first_seen: dict[str, int] = {}
-    for position, key in enumerate(keywords(text)):
+    # no keyword spans a line break, so the text's keywords are its messages' (cached) ones
+    message_keys = [key for m in cluster.messages for key in _keywords(m.content)]
+    for position, key in enumerate(message_keys):
         first_seen.setdefault(key, position)
     ranked = sorted(first_seen, key=lambda k: (-cluster.weights[k], first_seen[k]))
     parts: list[str] = []
