@@ -39,7 +39,9 @@ class RecordResult:
 
     recorded: int  # new messages stored
     duplicates: int  # already recorded before (same chat_id and message_id)
-    enqueued_job_ids: list[str] = field(default_factory=list)  # updates started by this call
+    # updates enqueued by this call; under load another update job may take one off the queue and
+    # fold its chat (the version's job_id says which), so wait on the memory, not on arq's result
+    enqueued_job_ids: list[str] = field(default_factory=list)
     scheduled: bool = True
 
 
