@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     long_task_job_timeout_seconds: int = Field(900, ge=1)
     long_task_heartbeat_seconds: int = Field(60, ge=1)  # lease renewal during a step; at most half the lease
     long_task_run_budget_seconds: int = Field(300, ge=1)  # a job starts new steps this long, then releases
+    # a step retry due within this long gets a worker run deferred to its time, so its backoff is
+    # kept instead of waiting for the minute poll; 0 = retries wait for the poll
+    long_task_retry_kick_seconds: int = Field(60, ge=0, le=3600)
     long_task_max_attempts: int = Field(5, ge=1)  # tries of one step, unless the task type says otherwise
     long_task_max_state_visits: int = Field(100, ge=1)  # visits of one state before a task fails as looping
     long_task_type_modules: str = ""  # comma-separated modules whose TASK_TYPES a worker registers at start

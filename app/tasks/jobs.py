@@ -7,11 +7,14 @@ Both are safe to run any number of times at once, on any number of workers: clai
 from __future__ import annotations
 
 import logging
+import math
+from datetime import timedelta
 from typing import Any
 
 from app.constants import JOB_RUN_LONG_TASKS
 from app.context import WorkerContext
 from app.failures.guard import run_guarded
+from app.tasks import repository
 from app.tasks.engine import run_due_tasks, wake_ready_parents
 from app.tasks.registry import default_registry
 from app.tasks.step import TaskDeps
@@ -39,14 +42,36 @@ async def task_run_long_tasks(ctx: WorkerContext) -> dict[str, Any]:
     """
 
     async def body() -> dict[str, Any]:
-        summary = await run_due_tasks(task_deps(ctx))
+        deps = task_deps(ctx)
+        summary = await run_due_tasks(deps)
         if summary.more_due:
             await ctx["redis"].enqueue_job(JOB_RUN_LONG_TASKS)
+        elif summary.claimed:
+            await _run_again_at_next_retry(ctx, deps)
         return {"claimed": summary.claimed, "steps": summary.steps}
 
     return await run_guarded(
         ctx, JOB_RUN_LONG_TASKS, {}, body, timeout_seconds=ctx["settings"].long_task_job_timeout_seconds
     )
+
+
+async def _run_again_at_next_retry(ctx: WorkerContext, deps: TaskDeps) -> None:
+    """Enqueue a run deferred to the next retry due within LONG_TASK_RETRY_KICK_SECONDS, so a short
+    backoff is kept instead of stretched to the minute poll. Only a run that claimed something does
+    this, so a deferred run that finds nothing due ends the chain. One job id per due second:
+    workers that finish runs at the same time schedule it once."""
+    horizon = deps.settings.long_task_retry_kick_seconds
+    if horizon <= 0:
+        return
+    now = deps.clock()
+    async with deps.session_factory() as session:
+        due = await repository.next_due_at(session, now, now + timedelta(seconds=horizon))
+    if due is not None:
+        await ctx["redis"].enqueue_job(
+            JOB_RUN_LONG_TASKS,
+            _job_id=f"{JOB_RUN_LONG_TASKS}:at:{math.ceil(due.timestamp())}",
+            _defer_by=max((due - now).total_seconds(), 0.0),
+        )
 
 
 async def cron_long_task_poll(ctx: WorkerContext) -> dict[str, Any]:

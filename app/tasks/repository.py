@@ -283,6 +283,15 @@ async def retry_failed(session: AsyncSession, task_id: int, now: datetime) -> Ta
     return None if row is None else to_view(row)
 
 
+async def next_due_at(session: AsyncSession, after: datetime, until: datetime) -> datetime | None:
+    """The earliest time in (after, until] at which a claimable task becomes due (a retry's backoff)."""
+    statement = select(func.min(TASKS.c.next_run_at)).where(
+        TASKS.c.status.in_(CLAIMABLE), TASKS.c.next_run_at > after, TASKS.c.next_run_at <= until
+    )
+    due: datetime | None = await session.scalar(statement)
+    return due
+
+
 async def any_due(session: AsyncSession, now: datetime) -> bool:
     """Whether some task could be claimed right now (decides whether to kick another run)."""
     statement = (

@@ -32,6 +32,9 @@ def make_test_settings(
         update["database_url"] = SecretStr(_with_path(database_url, f"/{postgres_db}"))
     if base.redis_url is not None:
         update["redis_url"] = SecretStr(_with_path(base.redis_url.get_secret_value(), f"/{redis_db}"))
+    # long-task tests drive retries with a fake clock and explicit kicks: a deferred run at the real
+    # backoff time would only make a burst worker wait for it (test_retry_kick turns it on)
+    update["long_task_retry_kick_seconds"] = 0
     update.update(overrides)
     return load_settings(**update)
 

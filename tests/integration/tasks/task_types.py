@@ -204,6 +204,22 @@ BAD_TRANSITION = TaskType(
     states={"work": State(wander, (FINISHED,))},
 )
 
+
+async def fails_once(ctx: StepContext) -> str:
+    if ctx.attempt == 1:
+        raise RuntimeError("flaky on try 1")
+    return FINISHED
+
+
+FLAKY = TaskType(
+    name="test_flaky",
+    input_model=Empty,
+    initial="work",
+    states={"work": State(fails_once, (FINISHED,))},
+    backoff_base_seconds=1.0,
+    backoff_max_seconds=1.0,
+)
+
 TASK_TYPES: list[TaskType] = [
     THREE_STEPS,
     FAILING,
@@ -212,4 +228,5 @@ TASK_TYPES: list[TaskType] = [
     UNTIL_CANCELED,
     QUICK_CHILD,
     BAD_TRANSITION,
+    FLAKY,
 ]
