@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, any_, bindparam, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -31,14 +31,6 @@ _INSERT_MESSAGES_SQL = """
 """
 
 
-_CREATE_MEMORY = text(
-    """
-    INSERT INTO topic_memories (chat_id, group_id)
-    SELECT chat_id, group_id FROM chat_messages WHERE chat_id = :chat_id ORDER BY id LIMIT 1
-    ON CONFLICT (chat_id) DO NOTHING
-    RETURNING chat_id
-    """
-)
 _LOCK_OR_CREATE = text(
     """
     WITH lock_wait AS MATERIALIZED (SELECT set_config('lock_timeout', :lock_timeout, true)),
@@ -51,45 +43,6 @@ _LOCK_OR_CREATE = text(
     RETURNING chat_id, group_id, version, topics, next_topic_number, message_count, updated_at
     """
 )
-_PENDING = text(
-    """
-    SELECT id, user_id, user_name, role, content, sent_at,
-           (SELECT count(*) FROM chat_messages
-            WHERE chat_id = :chat_id AND topic_version_id IS NULL) AS total
-    FROM chat_messages
-    WHERE chat_id = :chat_id AND topic_version_id IS NULL
-    ORDER BY id
-    LIMIT :limit
-    """
-)
-_WRITE_VERSION = text(
-    """
-    WITH version AS (
-        INSERT INTO topic_memory_versions (chat_id, group_id, version, topics, message_ids, message_count,
-                                           summarizer, duration_ms, started_at, job_id, job_try)
-        VALUES (:chat_id, :group_id, :version, :topics, :message_ids, :message_count,
-                :summarizer, :duration_ms, :started_at, :job_id, :job_try)
-        RETURNING id
-    ), folded AS (
-        UPDATE chat_messages SET topic_version_id = (SELECT id FROM version)
-        WHERE id = ANY(:message_ids) AND topic_version_id IS NULL
-        RETURNING 1
-    ), memory AS (
-        UPDATE topic_memories
-        SET version = :version, topics = :topics, next_topic_number = :next_topic_number,
-            message_count = :total_count, updated_at = :updated_at
-        WHERE chat_id = :chat_id
-        RETURNING 1
-    )
-    SELECT (SELECT id FROM version), (SELECT count(*) FROM folded), (SELECT count(*) FROM memory)
-    """
-).bindparams(
-    bindparam("topics", type_=JSONB()),
-    bindparam("message_ids", type_=ARRAY(BigInteger())),
-    bindparam("started_at", type_=DateTime(timezone=True)),
-    bindparam("updated_at", type_=DateTime(timezone=True)),
-)
-
 _CREATE_MEMORIES = text(
     """
     INSERT INTO topic_memories (chat_id, group_id)
@@ -319,27 +272,9 @@ async def create_memory(session: AsyncSession, chat_id: str, group_id: str) -> N
     await session.execute(statement)
 
 
-async def create_memory_from_messages(session: AsyncSession, chat_id: str) -> bool:
-    """Create the empty memory row of a chat that has messages (group from its first message);
-    False when the chat has no message at all. Does nothing if the row exists."""
-    result = await session.execute(_CREATE_MEMORY, {"chat_id": chat_id})
-    return result.first() is not None or await read_memory(session, chat_id) is not None
-
-
 async def count_pending(session: AsyncSession, chat_id: str) -> int:
     query = select(func.count()).where(ChatMessage.chat_id == chat_id, ChatMessage.topic_version_id.is_(None))
     return int((await session.execute(query)).scalar_one())
-
-
-async def pending_messages(
-    session: AsyncSession, chat_id: str, limit: int
-) -> tuple[list[PendingMessage], int]:
-    """The chat's oldest pending messages (recording order), at most `limit`, and how many are
-    pending in all (one statement)."""
-    rows = (await session.execute(_PENDING, {"chat_id": chat_id, "limit": limit})).all()
-    if not rows:
-        return [], 0
-    return [PendingMessage(*row[:6]) for row in rows], int(rows[0][6])
 
 
 async def pending_of_chats(
@@ -388,7 +323,7 @@ async def write_versions(
 
 
 async def insert_version(session: AsyncSession, values: dict[str, Any]) -> int:
-    """Write one topic-memory version; returns its id (see `write_version` for the update path)."""
+    """Write one topic-memory version; returns its id (the update job writes with `write_versions`)."""
     statement = insert(TopicMemoryVersion).values(**values).returning(TopicMemoryVersion.id)
     return int((await session.execute(statement)).scalar_one())
 
@@ -410,16 +345,6 @@ async def mark_folded(session: AsyncSession, message_ids: list[int], version_id:
 
 async def save_memory(session: AsyncSession, chat_id: str, values: dict[str, Any]) -> None:
     await session.execute(update(TopicMemory).where(TopicMemory.chat_id == chat_id).values(**values))
-
-
-async def write_version(
-    session: AsyncSession, version: dict[str, Any], message_ids: list[int], memory: dict[str, Any]
-) -> tuple[int, int]:
-    """In one statement: insert the version, mark `message_ids` (still pending) as folded by it and
-    update the chat's memory row. Returns (version id, messages marked)."""
-    params = {**version, **memory, "message_ids": message_ids}
-    row = (await session.execute(_WRITE_VERSION, params)).one()
-    return int(row[0]), int(row[1])
 
 
 async def list_versions(session: AsyncSession, chat_id: str, limit: int) -> list[TopicMemoryVersion]:
