@@ -32,5 +32,6 @@ L2_SCAN_BATCH = 500  # due chats claimed per Redis script call by the scan
 L2_MAX_TOPICS = 12  # topics kept per chat; past it the least recently active are retired (history keeps them)
 TRANSIENT_BACKOFF_BASE_SECONDS = 1.0  # first retry delay; doubles per try
 TRANSIENT_BACKOFF_MAX_SECONDS = 60.0
+EVOLVE_LEDGER_KEEP_DAYS = 90  # per-group daily-distillation rows older than this are pruned by the fan-out
 EVOLVE_MAX_CHATS_PER_RUN = 100  # changed chats one distillation reads; the rest wait for the next run
 EVOLVE_HISTORY_LIMIT = 50  # consensus versions `get_group_memory(history=True)` returns by default

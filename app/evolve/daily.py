@@ -11,6 +11,9 @@ Once per group per day, in layers:
    as the version; the primary key `(group_id, day)` is the final guard. A run that crashed before
    its commit leaves no row, so arq's retry (or a later fan-out of that day) still distils the group.
 
+Retention: each fan-out prunes ledger rows older than EVOLVE_LEDGER_KEEP_DAYS (90) days, so the
+table holds about 90 rows per group; the versions themselves keep their day for good.
+
 Catch-up: `evolve_daily_runs` records that a day's fan-out finished. A worker that starts after the
 day's slot passed runs the fan-out unless that row exists; only the latest day is caught up (a
 distillation reads every change since the previous one, so missed days add nothing). The very first
@@ -29,7 +32,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.constants import EVOLVE_DAILY_JOB_PREFIX, JOB_EVOLVE_MEMORY
+from app.constants import EVOLVE_DAILY_JOB_PREFIX, EVOLVE_LEDGER_KEEP_DAYS, JOB_EVOLVE_MEMORY
 from app.errors import ValidationError
 from app.evolve import repository as repo
 
@@ -94,12 +97,14 @@ async def fan_out_daily(
         enqueued += job is not None
     async with session_factory.begin() as session:
         await repo.mark_daily_run(session, day, len(groups), source, now)
+        pruned = await repo.prune_distillation_days(session, day - timedelta(days=EVOLVE_LEDGER_KEEP_DAYS))
     logger.info(
-        "daily distillation of %s (%s): %d changed groups, %d jobs enqueued",
+        "daily distillation of %s (%s): %d changed groups, %d jobs enqueued, %d ledger rows pruned",
         day,
         source,
         len(groups),
         enqueued,
+        pruned,
     )
     return FanOut(day, groups, enqueued)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, tuple_
+from sqlalchemy import and_, delete, exists, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -143,6 +143,13 @@ async def changed_groups(session: AsyncSession, day: date) -> list[str]:
         .order_by(TopicMemory.group_id)
     )
     return list((await session.scalars(query)).all())
+
+
+async def prune_distillation_days(session: AsyncSession, before: date) -> int:
+    """Delete per-group ledger rows of days before `before`; returns how many. Only a daily job of
+    its own day reads a row, and arq forgets such a job within a day, so old rows guard nothing."""
+    result = await session.execute(delete(GroupDistillationDay).where(GroupDistillationDay.day < before))
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE has rowcount
 
 
 async def any_daily_run(session: AsyncSession) -> bool:

@@ -91,6 +91,19 @@ async def test_the_cron_enqueues_only_groups_whose_topic_memories_changed(
     assert await cron_evolve_daily(worker_context(settings, session_factory, redis, Clock(AT_SLOT))) == 0
 
 
+async def test_the_fan_out_prunes_ledger_rows_older_than_90_days(
+    settings: Settings, session_factory: async_sessionmaker[AsyncSession], redis: ArqRedis
+) -> None:
+    async with session_factory.begin() as session:
+        for age in (91, 90, 3):
+            session.add(GroupDistillationDay(group_id="g", day=DAY - timedelta(days=age), version=1))
+    await cron_evolve_daily(worker_context(settings, session_factory, redis, Clock(AT_SLOT)))
+    assert [row[1] for row in await ledger(session_factory)] == [
+        DAY - timedelta(days=90),
+        DAY - timedelta(days=3),
+    ]
+
+
 async def test_two_workers_at_the_slot_distil_each_group_once(
     settings: Settings, session_factory: async_sessionmaker[AsyncSession], redis: ArqRedis
 ) -> None:
