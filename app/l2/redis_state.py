@@ -147,8 +147,8 @@ return follow_ups
 # each is removed from arq's queue and its job key deleted, and its in-progress key is written, so a
 # worker that already read it from the queue drops it (arq WATCHes that key before starting a job).
 # A job that ran before (arq's retry key exists) or is deferred (score in the future) is left alone:
-# its retries and backoff stay arq's. Returns [chat, seq, chat, seq, ...], seq read at the same
-# instant; the own chat's seq is ARGV[10]'s, returned first.
+# its retries and backoff stay arq's (one that ran before also leaves the index: it never qualifies).
+# Returns [chat, seq, chat, seq, ...], each seq read at the same instant; ARGV[10]'s comes first.
 _TAKE = (
     _PRELUDE
     + """
@@ -163,9 +163,10 @@ for _, chat in ipairs(candidates) do
     local job = redis.call('GET', queued_prefix .. chat)
     local score = job and redis.call('ZSCORE', queue, job)
     if not job or redis.call('EXISTS', job_prefix .. job) == 0
-        or redis.call('EXISTS', progress_prefix .. job) == 1 then
-      redis.call('ZREM', queued_chats, chat)  -- started, finished or gone: not ours to take
-    elseif score and tonumber(score) <= enqueue_ms and redis.call('EXISTS', retry_prefix .. job) == 0 then
+        or redis.call('EXISTS', progress_prefix .. job) == 1
+        or redis.call('EXISTS', retry_prefix .. job) == 1 then
+      redis.call('ZREM', queued_chats, chat)  -- gone, running, or ran before: never ours to take
+    elseif score and tonumber(score) <= enqueue_ms then
       redis.call('ZREM', queue, job)
       redis.call('DEL', job_prefix .. job, queued_prefix .. chat)
       redis.call('SET', progress_prefix .. job, 'taken', 'PX', 60000)  -- outlives any WATCH...EXEC
