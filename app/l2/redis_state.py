@@ -112,9 +112,10 @@ _UPDATED = (
     _PRELUDE
     + """
 local follow_ups = {}
-for i = 9, #ARGV, 7 do
+for i = 9, #ARGV, 8 do
   local chat, seq_before, own_job = ARGV[i], ARGV[i + 1], ARGV[i + 4]
   local folded, remaining = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local backlog = ARGV[i + 5] == '1'
   local changed = (redis.call('HGET', seq, chat) or '') ~= seq_before
   if own_job ~= '' and redis.call('GET', queued_prefix .. chat) == own_job then
     redis.call('DEL', queued_prefix .. chat)
@@ -131,9 +132,9 @@ for i = 9, #ARGV, 7 do
   local follow_up = ''
   if n <= 0 and not changed then
     redis.call('ZREM', due, chat)
-  elseif n >= threshold then
+  elseif n >= threshold or (backlog and n > 0) then
     redis.call('ZADD', due, now, chat)
-    if claim(chat, ARGV[i + 5], ARGV[i + 6]) then follow_up = ARGV[i + 5] end
+    if claim(chat, ARGV[i + 6], ARGV[i + 7]) then follow_up = ARGV[i + 6] end
   else
     redis.call('ZADD', due, due_by_time(chat), chat)
   end
@@ -191,6 +192,7 @@ class UpdateDone:
     folded: int
     remaining: int
     own_job_id: str | None  # the job that was queued for this chat, whose marker is released
+    backlog: bool = False  # stopped at L2_QUEUE_MAX_LEN with messages left: follow up now, whatever the count
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -298,7 +300,8 @@ class L2RedisState:
     async def after_updates(self, updates: Sequence[UpdateDone], now: datetime) -> dict[str, str | None]:
         """Publish committed updates (or no-ops), one script call: reset each chat's count, due time
         and last update, release its marker, and enqueue a follow-up when its count is still at the
-        threshold; returns chat -> follow-up job id (None without one).
+        threshold or it has a backlog (the update stopped at L2_QUEUE_MAX_LEN); returns chat ->
+        follow-up job id (None without one).
 
         If no message was recorded since `seq_before` was read, the count is set to exactly
         `remaining` (which also repairs any drift); otherwise the folded messages are subtracted."""
@@ -313,6 +316,7 @@ class L2RedisState:
                 done.folded,
                 done.remaining,
                 done.own_job_id or "",
+                "1" if done.backlog else "0",
                 new_job_id(),
                 update_job_payload(done.chat_id, enqueue_ms),
             ]

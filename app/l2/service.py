@@ -300,8 +300,16 @@ async def update_topic_memory(
         await record_failed_usage(
             deps.session_factory, error, job_id=job_id, purpose="topics", subject_kind="chat", subject_id=chat
         )
+    max_len = deps.settings.l2_queue_max_len
     updates = [
-        UpdateDone(chat, seq_before[chat], done.folded, done.remaining, job_id if chat == chat_id else None)
+        UpdateDone(
+            chat,
+            seq_before[chat],
+            done.folded,
+            done.remaining,
+            own_job_id=job_id if chat == chat_id else None,
+            backlog=done.folded >= max_len and done.remaining > 0,  # a due backlog is folded to the end
+        )
         for chat, done in batch.folded.items()
     ]
     follow_ups = await deps.state.after_updates(updates, now)

@@ -60,7 +60,7 @@ async def test_threshold_update_folds_the_messages_into_a_new_version(
     ]
 
 
-async def test_a_backlog_is_folded_in_successive_runs_and_the_rest_waits_for_its_time(
+async def test_a_backlog_is_folded_to_the_end_in_successive_runs(
     l2_client: MemoryClient,
     l2_settings: Settings,
     session_factory: async_sessionmaker[AsyncSession],
@@ -68,13 +68,25 @@ async def test_a_backlog_is_folded_in_successive_runs_and_the_rest_waits_for_its
 ) -> None:
     await l2_client.record_messages([msg("chat-a", n) for n in range(1, 2 * MAX_LEN + 3)])  # 12 messages
     worker = await drain(l2_settings)
-    assert worker.jobs_complete == 2  # 5 + 5 folded; 2 left are below the threshold
-    sizes = [
-        len(v.message_ids) for v in (await l2_client.get_topic_memory("chat-a", history=True)).history or []
-    ]
-    assert sizes == [MAX_LEN, MAX_LEN]
-    assert len(await pending_ids(session_factory, "chat-a")) == 2
-    assert await redis.hget(L2_PENDING_COUNTS, "chat-a") == b"2"
+    assert worker.jobs_complete == 3  # 5 + 5 + 2: the tail of a due backlog does not wait for its time
+    history = (await l2_client.get_topic_memory("chat-a", history=True)).history or []
+    assert [len(v.message_ids) for v in reversed(history)] == [MAX_LEN, MAX_LEN, 2]
+    assert await pending_ids(session_factory, "chat-a") == []
+    await assert_exactly_once(session_factory, "chat-a")
+    assert await redis.hget(L2_PENDING_COUNTS, "chat-a") is None
+    assert await redis.zscore(L2_DUE_AT, "chat-a") is None
+
+
+async def test_below_the_threshold_new_messages_wait_for_their_time(
+    l2_client: MemoryClient, l2_settings: Settings, redis: ArqRedis
+) -> None:
+    await l2_client.record_messages([msg("chat-a", n) for n in range(1, THRESHOLD + 1)])
+    await drain(l2_settings)  # version 1
+    await l2_client.record_messages([msg("chat-a", n) for n in range(10, 10 + THRESHOLD - 1)])  # below it
+    worker = await drain(l2_settings)
+    assert worker.jobs_complete == 0
+    assert (await l2_client.get_topic_memory("chat-a")).pending_count == THRESHOLD - 1
+    assert await redis.hget(L2_PENDING_COUNTS, "chat-a") == str(THRESHOLD - 1).encode()
     due = await redis.zscore(L2_DUE_AT, "chat-a")
     assert due is not None and due > datetime.now(UTC).timestamp() + 59 * 60  # last update + 60 min
 
