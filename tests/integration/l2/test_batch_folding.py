@@ -5,6 +5,7 @@ a worker killed mid-batch loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, retry_key_prefix
@@ -31,7 +32,7 @@ from tests.support.l2 import (
     wait_for_blocked_backend,
 )
 from tests.support.settings import make_test_settings
-from tests.support.workers import worker_process
+from tests.support.workers import WorkerProcess, worker_process
 
 CHATS = [f"chat-{letter}" for letter in "abcde"]
 
@@ -166,3 +167,41 @@ def _l2_values(settings: Settings) -> dict[str, object]:
         "l2_lock_wait_seconds": settings.l2_lock_wait_seconds,
         "worker_max_tries": settings.worker_max_tries,
     }
+
+
+async def test_three_workers_one_killed_twice_while_messages_arrive_fold_every_message_once(
+    l2_client: MemoryClient, l2_settings: Settings, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    chats = [f"load-{i}" for i in range(300)]
+    rng = random.Random(3)
+    sent = dict.fromkeys(chats, 0)
+    env = {"L2_QUEUE_TRIGGER_THRESHOLD": str(THRESHOLD), "L2_QUEUE_MAX_LEN": str(MAX_LEN)}
+    workers = [WorkerProcess(l2_settings, env) for _ in range(3)]
+    try:
+        await asyncio.gather(*(worker.wait_started() for worker in workers))
+        for round_number in range(12):
+            batch = []
+            for chat in rng.sample(chats, 100):
+                for _ in range(rng.randint(1, 6)):
+                    sent[chat] += 1
+                    batch.append(msg(chat, sent[chat]))
+            await l2_client.record_messages(batch)
+            if round_number in (4, 8):  # wherever its batches are: nothing may be lost or doubled
+                workers[0].kill()
+                workers[0] = WorkerProcess(l2_settings, env)
+                await workers[0].wait_started()
+        recorded = [chat for chat in chats if sent[chat]]
+        for chat in recorded:  # fold what is below the threshold too
+            await l2_client.request_topic_update(chat)
+        deadline = asyncio.get_running_loop().time() + 120
+        for chat in recorded:
+            while await pending_ids(session_factory, chat):
+                assert asyncio.get_running_loop().time() < deadline, f"{chat} never folded"
+                await asyncio.sleep(0.1)
+    finally:
+        for worker in workers:
+            worker.kill()
+    for chat in recorded:
+        await assert_exactly_once(session_factory, chat)
+        assert len(await recorded_ids(session_factory, chat)) == sent[chat]
+    assert await l2_client.list_failures() == []
