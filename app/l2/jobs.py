@@ -35,8 +35,9 @@ def _deps(ctx: WorkerContext) -> L2Deps:
 async def task_update_topic_memory(ctx: WorkerContext, chat_id: str) -> dict[str, Any]:
     """Fold the chat's oldest pending messages (at most L2_QUEUE_MAX_LEN) into a new topic-memory
     version, committed with what it consumed, together with up to L2_FOLD_BATCH_CHATS - 1 other
-    chats whose queued updates have not started; enqueues a follow-up while a backlog at the
-    threshold remains. Safe to enqueue any time; an unknown chat fails once (NotFoundError), recorded."""
+    chats whose queued updates have not started; enqueues a follow-up while the pending count is at
+    the threshold or a backlog past L2_QUEUE_MAX_LEN remains. Safe to enqueue any time; an unknown
+    chat fails once (NotFoundError), recorded."""
 
     async def body() -> dict[str, Any]:
         chat = validate_chat_id(chat_id)

@@ -6,7 +6,8 @@ Guarantees, and where they come from:
 - **exactly once**: an update selects pending messages, writes a version and marks exactly those
   messages folded in ONE transaction; a crash anywhere before the commit leaves them pending;
 - **one writer per chat**: that transaction holds the chat's `topic_memories` row lock
-  (`SELECT ... FOR UPDATE`, bounded by `L2_LOCK_WAIT_SECONDS`); a timed-out wait is transient.
+  (`SELECT ... FOR UPDATE`, bounded by `L2_LOCK_WAIT_SECONDS`); a timed-out wait is transient. Other
+  chats taken into the same batch are locked with SKIP LOCKED: one held elsewhere is handed back.
 """
 
 from __future__ import annotations
